@@ -1,0 +1,293 @@
+"""``paretobench train-embedded``: train ``tiny-llava`` from random init on synth8's train split.
+
+Two stages (see ``../shared/notes/embedded-model-trials.md`` for why end-to-end training from
+scratch fails on this scale: the image tokens collapse onto one mean vector):
+
+1. **Vision tower alone, dense per-patch supervision.** Linear heads on the features LLaVA
+   passes to the projector predict, for every 8x8 patch, what the generator drew there: item
+   kind, colour, shape, character, bar value, and the patch's row and column. The tower learns
+   local, position-aware features without any language.
+2. **Frozen tower; projector + Llama decoder** trained on the VLMEvalKit MCQ prompt with the
+   answer given as the option's text (a word) and end-of-sequence, loss on those tokens only.
+   Families that need several regions (count, relation, chart, word) are weighted down for the
+   first part of training and up after (a curriculum).
+
+Deterministic given ``seed`` (data order, init, dropout-free model) on a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from paretobench.data import synth
+from paretobench.data.tsv import Sample, read_tsv
+
+EASY = ("colour", "shape", "exist", "char")
+
+
+@dataclass
+class TrainConfig:
+    data: str  # folder with synth8_train.tsv
+    out: str  # where the trained model (and its card) is saved
+    seed: int = 0
+    vision_steps: int = 3000  # stage 1 steps (batch ``vision_batch``)
+    vision_batch: int = 64
+    vision_lr: float = 1e-3
+    steps: int = 6000  # stage 2 steps (batch ``batch``)
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 150
+    curriculum: float = 0.15  # fraction of stage-2 steps with easy families weighted x4
+    val_every: int = 500
+    val_size: int = 800  # held out from the train file, not trained on
+    threads: int = 0  # 0 = torch's default
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def pixels(samples: list[Sample]) -> torch.Tensor:
+    """(N, 3, 96, 96) float images normalised as the processor does ((x/255 - 0.5) / 0.5)."""
+    arr = np.stack([np.asarray(s.image(), dtype=np.uint8) for s in samples])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8; normalised per batch
+
+
+def normalise(u8: torch.Tensor) -> torch.Tensor:
+    return (u8.float() / 255.0 - 0.5) / 0.5
+
+
+def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
+    """Per-patch targets from each row's scene: (N, 144) long tensors, one per head."""
+    colours, shapes, glyphs = list(synth.COLOURS), list(synth.SHAPES), synth.GLYPHS
+    kinds = ("shape", "bar", "char")
+    n, p = len(samples), synth.GRID * synth.GRID
+    out = {k: torch.zeros(n, p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value")}
+    for i, s in enumerate(samples):
+        scene = json.loads(s.extra["scene"])
+        items = scene["items"]
+        for j, owner in enumerate(scene["patches"]):
+            if owner < 0:
+                continue
+            it = items[owner]
+            out["kind"][i, j] = 1 + kinds.index(it["kind"])
+            out["colour"][i, j] = 1 + colours.index(it["colour"])
+            if "shape" in it:
+                out["shape"][i, j] = 1 + shapes.index(it["shape"])
+            if "char" in it:
+                out["char"][i, j] = 1 + glyphs.index(it["char"])
+            if "value" in it:
+                out["value"][i, j] = it["value"]
+    pos = torch.arange(p)
+    out["row"] = (pos // synth.GRID).expand(n, p)
+    out["col"] = (pos % synth.GRID).expand(n, p)
+    return out
+
+
+HEAD_SIZES = {"kind": 4, "colour": 1 + len(synth.COLOURS), "shape": 1 + len(synth.SHAPES),
+              "char": 1 + len(synth.GLYPHS), "value": 10, "row": synth.GRID, "col": synth.GRID}  # fmt: skip
+
+
+def answer_text(s: Sample) -> str:
+    return s.options[s.answer] if s.is_mcq else s.references[0]
+
+
+def tokenize(processor, samples: list[Sample]) -> tuple[list[list[int]], list[int]]:
+    """Token ids of prompt + answer + EOS per sample, and where the answer starts."""
+    tok = processor.tokenizer
+    n_img = synth.GRID * synth.GRID
+    ids, starts = [], []
+    for s in samples:
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.prompt()}]}],
+            add_generation_prompt=True,
+        ).replace(processor.image_token, processor.image_token * n_img)
+        prompt = tok(text).input_ids
+        answer = tok(answer_text(s), add_special_tokens=False).input_ids + [tok.eos_token_id]
+        ids.append(prompt + answer)
+        starts.append(len(prompt))
+    return ids, starts
+
+
+def collate(ids, starts, rows, pad_id):
+    """Right-padded batch with labels only on the answer tokens."""
+    length = max(len(ids[r]) for r in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for b, r in enumerate(rows):
+        seq = torch.tensor(ids[r])
+        input_ids[b, : len(seq)] = seq
+        mask[b, : len(seq)] = 1
+        labels[b, starts[r] : len(seq)] = seq[starts[r] :]
+    return input_ids, mask, labels
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _cosine(step, total, warmup, peak):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def vision_features(model, pix: torch.Tensor) -> torch.Tensor:
+    """The per-patch features LLaVA hands to its projector, (B, 144, D)."""
+    cfg = model.config
+    out = model.model.vision_tower(pix, output_hidden_states=True)
+    feats = out.hidden_states[cfg.vision_feature_layer]
+    return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
+
+
+def train_vision(model, images, labels, train_rows, cfg: TrainConfig, rng, bar, log):
+    tower = model.model.vision_tower
+    dim = model.config.vision_config.hidden_size
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, v) for k, v in HEAD_SIZES.items()})
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    tower.train()
+    for step in range(cfg.vision_steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, cfg.vision_steps, cfg.warmup, cfg.vision_lr)
+        rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
+        feats = vision_features(model, normalise(images[rows]))
+        loss = sum(F.cross_entropy(heads[k](feats).flatten(0, 1), labels[k][rows].flatten()) for k in heads)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(stage="vision", loss=f"{loss.item():.3f}")
+    tower.eval()
+    # held-out per-patch accuracy of each head, on object patches (background is easy)
+    with torch.no_grad():
+        rows = np.arange(len(images))[-cfg.val_size :]
+        acc = {k: [] for k in heads}
+        for i in range(0, len(rows), 128):
+            r = rows[i : i + 128]
+            feats = vision_features(model, normalise(images[r]))
+            obj = labels["kind"][r] > 0
+            for k in heads:
+                pred = heads[k](feats).argmax(-1)
+                acc[k].append((pred == labels[k][r])[obj].float())
+    result = {k: round(torch.cat(v).mean().item(), 4) for k, v in acc.items()}
+    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}")
+    return result
+
+
+def answer_accuracy(model, ids, starts, rows, pad_id, images, families, batch=64):
+    """Teacher-forced first answer token = what greedy decoding emits first; per family."""
+    hits: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for i in range(0, len(rows), batch):
+            r = rows[i : i + batch]
+            input_ids, mask, labels = collate(ids, starts, r, pad_id)
+            logits = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[r])).logits
+            for b, row in enumerate(r):
+                p = starts[row]
+                hits.setdefault(families[row], []).append(bool(logits[b, p - 1].argmax() == input_ids[b, p]))
+    per = {f: float(np.mean(v)) for f, v in sorted(hits.items())}
+    per["mean"] = float(np.mean(list(per.values())))
+    return per
+
+
+def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log):
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    fam = np.array([families[r] for r in train_rows])
+    easy = np.isin(fam, EASY)
+    history = []
+    t0 = time.time()
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+        w = np.where(easy, 4.0, 1.0) if step < cfg.curriculum * cfg.steps else np.where(easy, 0.5, 1.0)
+        rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
+        input_ids, mask, labels = collate(ids, starts, rows, pad_id)
+        model.train()
+        out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(stage="language", loss=f"{out.loss.item():.3f}")
+        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            acc = answer_accuracy(model, ids, starts, val_rows, pad_id, images, families)
+            history.append({"step": step + 1, "minutes": round((time.time() - t0) / 60, 2), **acc})
+            log(f"step {step + 1}: held-out answer accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return history
+
+
+def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
+    """Train tiny-llava per ``cfg`` and save it (weights, processor, ``training.json``) to ``cfg.out``."""
+    from tqdm.auto import tqdm
+
+    from paretobench.models.tiny_llava import build_model, build_processor
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t_start = time.time()
+    train_file = Path(cfg.data) / "synth8_train.tsv"
+    samples = read_tsv(train_file)
+    if len(samples) <= cfg.val_size:
+        raise ValueError(f"{train_file}: {len(samples)} rows, need more than val_size={cfg.val_size}")
+    log(f"read {len(samples)} training rows from {train_file}")
+    processor = build_processor()
+    model = build_model(processor, seed=cfg.seed)
+    images = pixels(samples)
+    labels = patch_labels(samples)
+    ids, starts = tokenize(processor, samples)
+    families = [s.category for s in samples]
+    n = len(samples)
+    train_rows, val_rows = np.arange(n - cfg.val_size), np.arange(n - cfg.val_size, n)
+    pad_id = processor.tokenizer.pad_token_id
+
+    bar = tqdm(total=cfg.vision_steps + cfg.steps, desc="train-embedded", mininterval=2.0)
+    t1 = time.time()
+    vision = train_vision(model, images, labels, train_rows, cfg, rng, bar, log)
+    t2 = time.time()
+    history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log)
+    t3 = time.time()
+    bar.close()
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    record = {
+        "config": asdict(cfg),
+        "train_rows": len(train_rows),
+        "held_out_rows": len(val_rows),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+        "minutes": {
+            "data": round((t1 - t_start) / 60, 2),
+            "vision": round((t2 - t1) / 60, 2),
+            "language": round((t3 - t2) / 60, 2),
+        },
+        "vision_patch_accuracy": vision,
+        "history": history,
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"saved to {out}")
+    return record
