@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +29,9 @@ import torch.nn.functional as F
 
 from paretobench.data import synth
 from paretobench.data.tsv import Sample, read_tsv
+from paretobench.models.recipe import TrainConfig
 
 EASY = ("colour", "shape", "exist", "char")
-
-
-@dataclass
-class TrainConfig:
-    data: str  # folder with synth8_train.tsv
-    out: str  # where the trained model (and its card) is saved
-    seed: int = 0
-    vision_steps: int = 3000  # stage 1 steps (batch ``vision_batch``)
-    vision_batch: int = 64
-    vision_lr: float = 1e-3
-    steps: int = 6000  # stage 2 steps (batch ``batch``)
-    batch: int = 32
-    lr: float = 1e-3
-    warmup: int = 150
-    curriculum: float = 0.15  # fraction of stage-2 steps with easy families weighted x4
-    val_every: int = 500
-    val_size: int = 800  # held out from the train file, not trained on
-    threads: int = 0  # 0 = torch's default
 
 
 # ----------------------------------------------------------------------------- data

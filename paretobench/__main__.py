@@ -1,0 +1,5 @@
+import sys
+
+from paretobench.cli import main
+
+sys.exit(main())

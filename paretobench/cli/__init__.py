@@ -1,0 +1,46 @@
+"""``paretobench`` command line. One module per sub-command, each with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "data": "paretobench.cli.data",
+    "train-embedded": "paretobench.cli.train",
+    "eval": "paretobench.cli.eval",
+    "model-card": "paretobench.cli.card",
+    "list": "paretobench.cli.ls",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paretobench",
+        description="Find and benchmark Pareto-optimal visual-token pruning configurations for VLMs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from paretobench.data.tsv import DatasetError
+    from paretobench.models.loading import ModelError
+    from paretobench.registry import RegistryError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (DatasetError, ModelError, RegistryError, ValueError) as e:
+        print(f"paretobench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"paretobench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Printing results: ``--json`` prints one JSON document on stdout, otherwise a short table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def emit(result: dict, as_json: bool, text: str) -> None:
+    print(json.dumps(_clean(result), indent=2) if as_json else text)
+
+
+def add_json(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")

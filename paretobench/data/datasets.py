@@ -1,0 +1,64 @@
+"""Resolve ``--data`` to samples: a registered name, a TSV file, or a folder of TSVs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from paretobench.data.tsv import DatasetError, Sample, file_fingerprint, read_tsv
+
+
+@dataclass
+class Dataset:
+    name: str
+    samples: list[Sample]
+    files: list[Path]
+    fingerprint: str  # sha256 of the files' bytes
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({s.category for s in self.samples})
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PARETOBENCH_CACHE", Path.home() / ".cache" / "paretobench"))
+
+
+def synth8(seed: int = 0, n: int = 250) -> Path:
+    """The default synth8 test split, generated once into the cache (deterministic)."""
+    from paretobench.data import synth
+
+    folder = cache_dir() / "synth8" / f"seed{seed}-n{n}"
+    if not (folder / "manifest.json").is_file():
+        synth.synth(folder, seed=seed, n=n)
+    return folder
+
+
+def tsv_files(folder: Path) -> list[Path]:
+    """Benchmark files of a folder: every ``*.tsv`` except training splits (``*_train.tsv``)."""
+    files = sorted(p for p in folder.glob("*.tsv") if not p.stem.endswith("_train"))
+    if not files:
+        raise DatasetError(f"{folder}: no .tsv benchmark files")
+    return files
+
+
+def load_dataset(spec: str, *, limit: int | None = None) -> Dataset:
+    """``spec`` is a registered dataset name, a ``.tsv`` file or a folder of them.
+
+    ``limit`` keeps the first ``limit`` questions of each file (each family, for synth8).
+    """
+    from paretobench.registry import DATASETS
+
+    path = Path(spec)
+    if spec in DATASETS:
+        path, name = Path(DATASETS.get(spec)()), spec
+    elif path.exists():
+        name = path.stem if path.is_file() else path.name
+    elif spec.endswith(".tsv") or os.sep in spec:
+        raise DatasetError(f"{spec}: no such file or folder")
+    else:
+        DATASETS.get(spec)  # raises with did-you-mean
+    files = [path] if path.is_file() else tsv_files(path)
+    samples = [s for f in files for s in read_tsv(f, limit=limit)]
+    return Dataset(name=name, samples=samples, files=files, fingerprint=file_fingerprint(files))

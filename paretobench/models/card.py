@@ -1,0 +1,195 @@
+"""Measure a trained embedded model and write its model card next to the weights.
+
+Probes on synth8's test split (``n`` per family, seed 0) and on a second generator seed:
+
+- ``full``: every visual token (the model's own forward).
+- ``grey_image``: the image replaced by a uniform grey one.
+- ``mean_token``: the visual tokens replaced by ONE token, their mean.
+- ``random_25``: a random 25% of the visual tokens kept from layer 0 on (original positions).
+- ``focus_25``: 25% kept, chosen first among the patches that show the items the question is
+  about (ground truth from the generator's scene), the rest at random.
+- ``second_seed``: ``full`` on a test set drawn with another generator seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+KEEP_FRACTION = 0.25
+
+
+def _rng(sample, salt: str) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(hashlib.sha256(f"{salt}:{sample.index}".encode()).hexdigest()[:12], 16))
+    return g
+
+
+def select_random(fraction: float):
+    def select(sample, feats):
+        k = round(fraction * len(feats))
+        keep = torch.randperm(len(feats), generator=_rng(sample, "random"))[:k].sort().values
+        return feats[keep], keep
+
+    return select
+
+
+def select_focus(fraction: float):
+    """Patches showing the question's items first (random order among them), then random ones."""
+
+    def select(sample, feats):
+        scene = json.loads(sample.extra["scene"])
+        focus = set(scene["focus"])
+        order = torch.randperm(len(feats), generator=_rng(sample, "focus"))
+        on = torch.tensor([scene["patches"][i] in focus for i in order.tolist()])
+        ranked = torch.cat([order[on], order[~on]])
+        keep = ranked[: round(fraction * len(feats))].sort().values
+        return feats[keep], keep
+
+    return select
+
+
+def select_mean(sample, feats):
+    return feats.mean(0, keepdim=True), torch.tensor([0])
+
+
+def grey_image(sample):
+    from PIL import Image
+
+    return Image.new("RGB", sample.image().size, (128, 128, 128))
+
+
+PROBES = {
+    "full": {},
+    "grey_image": {"image_fn": grey_image},
+    "mean_token": {"select": select_mean},
+    "random_25": {"select": select_random(KEEP_FRACTION)},
+    "focus_25": {"select": select_focus(KEEP_FRACTION)},
+}
+
+
+def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: bool = False) -> dict:
+    from paretobench.data.datasets import load_dataset, synth8
+    from paretobench.evaluate import evaluate
+    from paretobench.models.loading import load_model
+
+    loaded = load_model(str(model_dir))
+    out = {}
+    data = load_dataset(str(synth8(seed=seeds[0], n=n)))
+    for name, kw in PROBES.items():
+        r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress, **kw)
+        out[name] = {**r.scores, "kept_visual_tokens": r.kept_visual_tokens, "llm_prefill_flops": r.llm_prefill_flops,
+                     "text_tokens": r.text_tokens, "visual_tokens": r.visual_tokens, "seconds": r.seconds}  # fmt: skip
+    for seed in seeds[1:]:
+        data = load_dataset(str(synth8(seed=seed, n=n)))
+        r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress)
+        out[f"seed_{seed}"] = {**r.scores, "seconds": r.seconds}
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
+    full = probes["full"]
+    cats = list(full["per_category"])
+    rows = [k for k in probes if k != "full"]
+    lines = [
+        "# tiny-llava — paretobench's embedded default model",
+        "",
+        "A `LlavaForConditionalGeneration` trained from random initialisation on the synthetic `synth8`",
+        "benchmark by `paretobench train-embedded`. It exists so that pruning and search run, offline on",
+        "a CPU, on a real VLM whose accuracy depends on which visual tokens survive.",
+        "",
+        "## Architecture",
+        "",
+    ]
+    cfg = json.loads((model_dir / "config.json").read_text())
+    v, t = cfg["vision_config"], cfg["text_config"]
+    params = training["parameters"] if training else None
+    lines += [
+        f"- vision tower: CLIP, {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
+        f"{v['image_size']}x{v['image_size']} images in {v['patch_size']}x{v['patch_size']} patches "
+        f"-> {full['visual_tokens']:.0f} visual tokens (class token dropped)",
+        f"- projector: Linear-GELU-Linear to the decoder width",
+        f"- language model: Llama, {t['num_hidden_layers']} layers, hidden {t['hidden_size']}, "
+        f"{t['num_attention_heads']} query / {t['num_key_value_heads']} key-value heads, SwiGLU width "
+        f"{t['intermediate_size']}, word-level vocabulary of {t['vocab_size']}",
+        f"- prompt: VLMEvalKit's MCQ prompt in a `USER: <image>\\n... ASSISTANT:` template, "
+        f"{full['text_tokens']:.1f} text tokens on average; answers are the option's text",
+        f"- LLM prefill: {full['llm_prefill_flops'] / 1e6:.1f} MFLOPs per question (decoder layers)",
+    ]
+    if params:
+        lines.append(f"- parameters: {params / 1e6:.2f} M")
+    if training:
+        c = training["config"]
+        mins = training["minutes"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"Data: `synth8_train.tsv`, {training['train_rows']} rows (generator seed {c['seed']}), "
+            f"{training['held_out_rows']} more held out for validation.",
+            "",
+            f"1. Vision tower alone, dense per-patch supervision (kind, colour, shape, character, bar value, row, "
+            f"column of what is drawn in each patch): {c['vision_steps']} steps, batch {c['vision_batch']}, "
+            f"AdamW lr {c['vision_lr']}, cosine, {mins['vision']} min. Held-out per-patch accuracy on object "
+            f"patches: " + ", ".join(f"{k} {_pct(a)}%" for k, a in training["vision_patch_accuracy"].items()) + ".",
+            f"2. Tower frozen; projector + decoder on the MCQ prompt, loss on the answer word and end of "
+            f"sequence: {c['steps']} steps, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, "
+            f"{c['warmup']} warm-up steps, cosine), gradient clipping at 1, curriculum (easy families x4 for "
+            f"the first {int(100 * c['curriculum'])}% of steps, x0.5 after), {mins['language']} min.",
+            "",
+            f"Wall time: {sum(mins.values()):.1f} min on {training['threads']} CPU threads.",
+            "",
+            "Held-out answer accuracy during stage 2 (first answer token, teacher-forced):",
+            "",
+            "| step | minutes | " + " | ".join(cats) + " | mean |",
+            "|---" * (len(cats) + 3) + "|",
+        ]
+        for h in training["history"]:
+            lines.append(f"| {h['step']} | {h['minutes']} | " + " | ".join(_pct(h.get(c_, 0)) for c_ in cats)
+                         + f" | {_pct(h['mean'])} |")  # fmt: skip
+    lines += [
+        "",
+        "## Accuracy and ablations",
+        "",
+        f"synth8 test split, {full['n']} questions ({full['n'] // max(1, len(cats))} per family), greedy "
+        "answers scored by VLMEvalKit's exact matching. Percent.",
+        "",
+        "| probe | kept visual tokens | " + " | ".join(cats) + " | mean |",
+        "|---" * (len(cats) + 3) + "|",
+    ]
+    for name in ["full", *rows]:
+        p = probes[name]
+        kept = f"{p['kept_visual_tokens']:.0f}" if "kept_visual_tokens" in p else f"{full['visual_tokens']:.0f}"
+        lines.append(f"| {name} | {kept} | " + " | ".join(_pct(p["per_category"][c]) for c in cats)
+                     + f" | {_pct(p['accuracy'])} |")  # fmt: skip
+    drop = lambda k: 100 * (full["accuracy"] - probes[k]["accuracy"])  # noqa: E731
+    seed_keys = [k for k in probes if k.startswith("seed_")]
+    lines += [
+        "",
+        f"- The image matters: a grey image costs {drop('grey_image'):.1f} points, one mean visual token "
+        f"{drop('mean_token'):.1f}.",
+        f"- Which tokens survive matters: a random 25% of visual tokens from layer 0 on costs "
+        f"{drop('random_25'):.1f} points; the 25% that show the asked-about items cost {drop('focus_25'):.1f}.",
+    ]
+    for k in seed_keys:
+        lines.append(f"- Another generator seed ({k.split('_')[1]}): {_pct(probes[k]['accuracy'])}% "
+                     f"({-drop(k):+.1f} points), so the model did not memorise its images.")  # fmt: skip
+    lines += ["", "Regenerate: `paretobench model-card --model tiny-llava` (writes this file and `card.json`).", ""]
+    return "\n".join(lines)
+
+
+def write_card(model_dir: str | Path, *, n: int = 250, progress: bool = False) -> dict:
+    model_dir = Path(model_dir)
+    probes = run_probes(model_dir, n=n, progress=progress)
+    training_file = model_dir / "training.json"
+    training = json.loads(training_file.read_text()) if training_file.is_file() else None
+    (model_dir / "card.json").write_text(json.dumps(probes, indent=2) + "\n")
+    (model_dir / "README.md").write_text(render_card(model_dir, probes, training))
+    return probes

@@ -1,0 +1,56 @@
+"""Load a VLM and its processor from a local folder (never from a hub)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelError(ValueError):
+    """A model folder is missing or is not a usable Hugging Face VLM."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    model: object  # transformers PreTrainedModel, in eval mode
+    processor: object
+
+
+def resolve_model_dir(spec: str) -> tuple[str, Path]:
+    """A registered model name or a folder path -> (name, folder)."""
+    from paretobench.registry import MODELS
+
+    if spec in MODELS:
+        return spec, Path(MODELS.get(spec)())
+    path = Path(spec)
+    if path.exists() or os.sep in spec:
+        return path.name, path
+    MODELS.get(spec)  # raises: unknown name, with suggestions
+    raise AssertionError("unreachable")
+
+
+def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
+    """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
+    name, path = resolve_model_dir(spec)
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json; expected a folder written by save_pretrained")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise ModelError(f"{path} holds no weights (*.safetensors)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, local_files_only=True, dtype=dtype or torch.float32
+        )
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"cannot load a vision-language model from {path}: {e}") from e
+    model.to(device).eval()
+    return LoadedModel(name=name, path=path, model=model, processor=processor)

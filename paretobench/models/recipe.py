@@ -1,0 +1,23 @@
+"""The training recipe's settings (kept free of torch so the CLI can read them cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    data: str  # folder with synth8_train.tsv
+    out: str  # where the trained model (and its card) is saved
+    seed: int = 0
+    vision_steps: int = 2000  # stage 1 steps (batch ``vision_batch``)
+    vision_batch: int = 64
+    vision_lr: float = 1e-3
+    steps: int = 6500  # stage 2 steps (batch ``batch``)
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 150
+    curriculum: float = 0.15  # fraction of stage-2 steps with easy families weighted x4
+    val_every: int = 500
+    val_size: int = 800  # held out from the train file, not trained on
+    threads: int = 0  # 0 = torch's default

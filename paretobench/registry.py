@@ -1,0 +1,84 @@
+"""Name registries for models, datasets, pruners and searchers.
+
+Entries are lazy ``"module:attribute"`` strings, imported on first use, so ``import
+paretobench`` stays free of torch. An unknown name is an error that suggests the closest ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Callable
+
+
+class RegistryError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, str | Any] = {}
+        self._docs: dict[str, str] = {}
+
+    def register(self, name: str, target: str | Any | None = None, *, doc: str = "") -> Callable | None:
+        """``register("x", "pkg.mod:obj")``, or as a decorator ``@register("x")``."""
+
+        def add(obj):
+            if name in self._entries:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = obj
+            self._docs[name] = doc
+            return obj
+
+        if target is None:
+            return add
+        add(target)
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def doc(self, name: str) -> str:
+        self._check(name)
+        return self._docs[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def _check(self, name: str) -> None:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            known = f" (known: {', '.join(self.names()) or 'none yet'})" if not close else ""
+            raise RegistryError(f"unknown {self.kind} {name!r}{hint}{known}")
+
+    def get(self, name: str) -> Any:
+        """The registered object, importing it if it was registered by path."""
+        self._check(name)
+        obj = self._entries[name]
+        if isinstance(obj, str):
+            module, _, attr = obj.partition(":")
+            value = importlib.import_module(module)
+            for part in attr.split(".") if attr else ():
+                value = getattr(value, part)
+            self._entries[name] = obj = value
+        return obj
+
+
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+PRUNERS = Registry("pruner")
+SEARCHERS = Registry("searcher")
+
+MODELS.register(
+    "tiny-llava",
+    "paretobench.models.tiny_llava:embedded_dir",
+    doc="embedded LLaVA (CLIP tower + 8-layer Llama, 144 visual tokens), trained on synth8",
+)
+DATASETS.register(
+    "synth8",
+    "paretobench.data.datasets:synth8",
+    doc="synthetic 8-family VQA benchmark (test split, 250 per family, seed 0), generated on first use",
+)

@@ -1,0 +1,100 @@
+"""Scoring without an LLM judge, by VLMEvalKit's exact-matching rules.
+
+MCQ: punctuation ``.()[],:;!*#{}`` becomes spaces and the answer splits into words. If exactly
+one option letter appears as a word, that is the choice. Otherwise, if exactly one option's
+text (lower-cased) is a substring of the lower-cased answer, that option. Otherwise there is no
+choice and the answer counts as wrong. Canned refusals map to no choice ("Z").
+
+VQA: the answer and each reference are normalised (lower case, punctuation and articles removed,
+whitespace collapsed); the answer is right if it equals a reference, or, for a one-word
+reference, if that word appears in it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+_PUNCT = ".()[],:;!*#{}"
+_REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+NO_CHOICE = "Z"
+
+
+def infer_option_letter(answer: str, options: dict[str, str]) -> str | None:
+    """The option letter standing alone as a word, if exactly one does; ``"Z"`` for a refusal."""
+    if any(r in answer for r in _REFUSALS):
+        return NO_CHOICE
+    text = answer
+    for c in _PUNCT:
+        text = text.replace(c, " ")
+    words = text.split()
+    found = [k for k in options if k in words]
+    if len(found) == 1:
+        return found[0]
+    if not found and NO_CHOICE in words:
+        return NO_CHOICE
+    return None
+
+
+def infer_option_text(answer: str, options: dict[str, str]) -> str | None:
+    """The option whose text is contained in the answer, if exactly one is."""
+    low = answer.lower()
+    found = [k for k, v in options.items() if str(v).lower() in low]
+    return found[0] if len(found) == 1 else None
+
+
+def infer_choice(answer: str, options: dict[str, str]) -> str | None:
+    """The option letter ``answer`` chooses, or None when it chooses none (VLMEvalKit's ``can_infer``)."""
+    answer = str(answer)
+    choice = infer_option_letter(answer, options) or infer_option_text(answer, options)
+    return None if choice == NO_CHOICE else choice
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_NONWORD = re.compile(r"[^\w\s]")
+
+
+def normalise_vqa(text: str) -> str:
+    text = _NONWORD.sub(" ", text.lower())
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def vqa_correct(answer: str, references: list[str]) -> bool:
+    got = normalise_vqa(answer)
+    for ref in map(normalise_vqa, references):
+        if got == ref or (ref and " " not in ref and ref in got.split()):
+            return True
+    return False
+
+
+def is_correct(sample, prediction: str) -> bool:
+    """Whether ``prediction`` answers ``sample`` (a ``paretobench.data.tsv.Sample``)."""
+    if sample.is_mcq:
+        return infer_choice(prediction, sample.options) == sample.answer
+    return vqa_correct(prediction, sample.references)
+
+
+def accuracy(categories: list[str], correct: list[bool]) -> dict:
+    """Overall accuracy (mean over samples) and per-category accuracy, as fractions in [0, 1].
+
+    ``accuracy`` is the mean over samples; ``mean_of_categories`` averages the categories
+    equally (the paper's "Avg." column).
+    """
+    if len(categories) != len(correct):
+        raise ValueError("categories and correct differ in length")
+    by_cat: dict[str, list[bool]] = defaultdict(list)
+    for c, ok in zip(categories, correct):
+        by_cat[c].append(bool(ok))
+    per = {c: sum(v) / len(v) for c, v in sorted(by_cat.items())}
+    return {
+        "accuracy": sum(map(bool, correct)) / len(correct) if correct else float("nan"),
+        "mean_of_categories": sum(per.values()) / len(per) if per else float("nan"),
+        "per_category": per,
+        "n": len(correct),
+        "n_per_category": {c: len(v) for c, v in sorted(by_cat.items())},
+    }

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import pytest
+
+from paretobench.registry import DATASETS, MODELS, Registry, RegistryError
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(RegistryError, match="unknown model 'tiny-lava'; did you mean 'tiny-llava'?"):
+        MODELS.get("tiny-lava")
+    with pytest.raises(RegistryError, match=r"unknown dataset 'mmbench' \(known: synth8\)"):
+        DATASETS.get("mmbench")
+
+
+def test_lazy_entries_import_on_use():
+    r = Registry("thing")
+    r.register("dumps", "json:dumps")
+    r.register("path", "os.path:join")
+
+    @r.register("local")
+    def local():
+        return 1
+
+    import json
+    import os
+
+    assert r.get("dumps") is json.dumps and r.get("path") is os.path.join and r.get("local") is local
+    with pytest.raises(RegistryError, match="already registered"):
+        r.register("dumps", "json:loads")
+
+
+def test_import_is_light():
+    code = "import sys, paretobench, paretobench.registry, paretobench.cli; paretobench.cli.build_parser(); "
+    code += "print(sorted(m for m in ('torch', 'transformers', 'PIL', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "paretobench.cli", "--help"], capture_output=True, text=True).stdout
+    for cmd in ("data", "train-embedded", "eval", "model-card", "list"):
+        assert cmd in out

@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+
+from paretobench.data import synth
+from paretobench.data.tsv import read_tsv
+
+
+def _bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    synth.synth(tmp_path / "a", seed=7, n=4, n_train=3)
+    synth.synth(tmp_path / "b", seed=7, n=4, n_train=3)
+    a, b = _bytes(tmp_path / "a"), _bytes(tmp_path / "b")
+    assert set(a) == {f"synth8_{f}.tsv" for f in synth.FAMILIES} | {"synth8_train.tsv", "manifest.json"}
+    assert a == b
+
+
+def test_another_seed_gives_other_images(tmp_path):
+    synth.synth(tmp_path / "a", seed=1, n=5)
+    synth.synth(tmp_path / "b", seed=2, n=5)
+    for f in synth.FAMILIES:
+        ia = {s.image_b64 for s in read_tsv(tmp_path / "a" / f"synth8_{f}.tsv")}
+        ib = {s.image_b64 for s in read_tsv(tmp_path / "b" / f"synth8_{f}.tsv")}
+        assert not ia & ib, f
+
+
+def test_more_rows_only_append(tmp_path):
+    synth.synth(tmp_path / "a", seed=0, n=3)
+    synth.synth(tmp_path / "b", seed=0, n=6)
+    short = read_tsv(tmp_path / "a" / "synth8_count.tsv")
+    long = read_tsv(tmp_path / "b" / "synth8_count.tsv")
+    assert [s.image_b64 for s in short] == [s.image_b64 for s in long[:3]]
+
+
+@pytest.mark.parametrize("family", synth.FAMILIES)
+def test_rows_are_valid_questions(synth_dir, family):
+    samples = read_tsv(synth_dir / f"synth8_{family}.tsv")
+    assert len(samples) == 6
+    for s in samples:
+        assert s.category == family and s.split == "test"
+        assert s.answer in s.options and len(set(s.options.values())) == len(s.options)
+        assert len(s.options) == (2 if family == "exist" else 4)
+        assert s.image().size == (synth.IMAGE_SIZE, synth.IMAGE_SIZE)
+        scene = json.loads(s.extra["scene"])
+        assert len(scene["patches"]) == synth.GRID**2
+
+
+def test_scene_patches_match_the_drawn_pixels(synth_dir):
+    """A patch owned by an item is coloured with that item's colour; background patches are flat."""
+    for s in read_tsv(synth_dir / "synth8_colour.tsv"):
+        img = np.asarray(s.image())
+        scene = json.loads(s.extra["scene"])
+        for p, owner in enumerate(scene["patches"]):
+            r, c = divmod(p, synth.GRID)
+            block = img[r * 8 : r * 8 + 8, c * 8 : c * 8 + 8].reshape(-1, 3)
+            if owner < 0:
+                continue
+            colour = synth.COLOURS[scene["items"][owner]["colour"]]
+            assert (block == colour).all(1).sum() >= 8
+
+
+def test_focus_items_are_what_the_question_names(synth_dir):
+    for s in read_tsv(synth_dir / "synth8_colour.tsv") + read_tsv(synth_dir / "synth8_shape.tsv"):
+        scene = json.loads(s.extra["scene"])
+        (item,) = [scene["items"][i] for i in scene["focus"]]
+        named = item["shape"] if s.category == "colour" else item["colour"]
+        answer = item["colour"] if s.category == "colour" else item["shape"]
+        assert named in s.question and s.options[s.answer] == answer
+
+
+def test_train_split_interleaves_all_families(synth_dir):
+    rows = read_tsv(synth_dir / "synth8_train.tsv")
+    assert len(rows) == 12 * len(synth.FAMILIES)
+    assert {s.split for s in rows} == {"train"}
+    assert [s.category for s in rows[: len(synth.FAMILIES)]] == list(synth.FAMILIES)
