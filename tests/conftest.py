@@ -5,6 +5,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Generated datasets (e.g. synth8 on first use) go to a per-run folder, not the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PARETOBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synth8 folder: 6 test questions per family and 12 training questions per family."""

@@ -27,10 +27,11 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     from paretobench.data.datasets import load_dataset
-    from paretobench.models.loading import load_model
+    from paretobench.models.loading import check_model_dir, load_model
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
+    check_model_dir(args.model)
     dataset = load_dataset(args.data, limit=args.limit)  # validated before the model loads
     loaded = load_model(args.model)
     result = evaluate_to_dict(loaded, dataset, batch_size=args.batch_size, threads=args.threads,

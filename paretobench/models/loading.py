@@ -32,8 +32,8 @@ def resolve_model_dir(spec: str) -> tuple[str, Path]:
     raise AssertionError("unreachable")
 
 
-def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
-    """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
+def check_model_dir(spec: str) -> tuple[str, Path]:
+    """Resolve ``spec`` and check, cheaply, that the folder holds a saved model."""
     name, path = resolve_model_dir(spec)
     if not path.is_dir():
         raise ModelError(f"model folder {path} does not exist")
@@ -41,6 +41,12 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
         raise ModelError(f"{path} has no config.json; expected a folder written by save_pretrained")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise ModelError(f"{path} holds no weights (*.safetensors)")
+    return name, path
+
+
+def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
+    """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
+    name, path = check_model_dir(spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor

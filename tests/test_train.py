@@ -1,0 +1,58 @@
+"""A few-step run of the two-stage recipe (the real recipe runs for about an hour)."""
+
+import json
+
+import pytest
+import torch
+
+from paretobench.models.loading import load_model
+from paretobench.models.recipe import TrainConfig
+from paretobench.models.train import patch_labels, train_embedded
+from paretobench.data.tsv import read_tsv
+
+
+def _cfg(synth_dir, out):
+    return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
+                       batch=4, warmup=2, val_every=2, val_size=16)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    return out, train_embedded(_cfg(synth_dir, out), log=lambda m: None)
+
+
+def test_few_step_training_saves_a_loadable_model_and_record(trained, synth_dir):
+    out, record = trained
+    assert [h["step"] for h in record["history"]] == [2, 4]
+    assert set(record["vision_patch_accuracy"]) == {"kind", "colour", "shape", "char", "value", "row", "col"}
+    assert json.loads((out / "training.json").read_text())["config"]["steps"] == 4
+    loaded = load_model(str(out))
+    assert loaded.model.config.text_config.num_hidden_layers == 8
+    assert record["train_rows"] + record["held_out_rows"] == len(read_tsv(synth_dir / "synth8_train.tsv"))
+
+
+def test_training_is_deterministic_and_stage_two_leaves_the_tower_alone(trained, synth_dir, tmp_path):
+    out, _ = trained
+    cfg = _cfg(synth_dir, tmp_path)
+    cfg.steps = 0  # stage 1 only: the tower must then equal the full run's tower
+    cfg.val_every = 1
+    train_embedded(cfg, log=lambda m: None)
+    full, tower_only = load_model(str(out)).model, load_model(str(tmp_path)).model
+    a, b = full.state_dict(), tower_only.state_dict()
+    tower = [k for k in a if "vision_tower" in k]
+    assert tower and all(torch.equal(a[k], b[k]) for k in tower)
+    assert not all(torch.equal(a[k], b[k]) for k in a if "language_model" in k)
+
+
+def test_patch_labels_follow_the_scene(synth_dir):
+    rows = read_tsv(synth_dir / "synth8_chart.tsv")
+    labels = patch_labels(rows)
+    scene = json.loads(rows[0].extra["scene"])
+    for p, owner in enumerate(scene["patches"]):
+        if owner >= 0:
+            assert labels["kind"][0, p] == 2  # bars
+            assert labels["value"][0, p] == scene["items"][owner]["value"]
+        else:
+            assert labels["kind"][0, p] == 0
+    assert labels["row"][0, 13] == 1 and labels["col"][0, 13] == 1
