@@ -11,7 +11,6 @@ TORCH   ?= torch==2.13.0
 
 $(BIN)/paretobench: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@

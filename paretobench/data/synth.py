@@ -219,14 +219,14 @@ def _options(rng, answer: str, pool, prefer=(), k: int = 4) -> tuple[list[str], 
 
 
 def _colour(rng) -> Question:
-    items = _shapes(rng, int(rng.integers(2, 5)), distinct_shapes=True)
+    items = _shapes(rng, int(rng.integers(1, 5)), distinct_shapes=True)
     t = int(rng.integers(len(items)))
     opts, ans = _options(rng, items[t].colour, COLOURS, prefer=[it.colour for it in items])
     return Question("colour", f"What colour is the {items[t].shape}?", opts, ans, items, [t])
 
 
 def _shape(rng) -> Question:
-    items = _shapes(rng, int(rng.integers(2, 5)), distinct_colours=True)
+    items = _shapes(rng, int(rng.integers(1, 5)), distinct_colours=True)
     t = int(rng.integers(len(items)))
     opts, ans = _options(rng, items[t].shape, SHAPES, prefer=[it.shape for it in items])
     return Question("shape", f"What shape is the {items[t].colour} object?", opts, ans, items, [t])

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from paretobench.data import synth
-from paretobench.data.tsv import Sample, read_tsv
+from paretobench.data.tsv import Sample, file_fingerprint, read_tsv
+from paretobench.evaluate import chat_prompts
 from paretobench.models.recipe import TrainConfig
 
 EASY = ("colour", "shape", "exist", "char")
@@ -87,12 +88,8 @@ def tokenize(processor, samples: list[Sample]) -> tuple[list[list[int]], list[in
     tok = processor.tokenizer
     n_img = synth.GRID * synth.GRID
     ids, starts = [], []
-    for s in samples:
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.prompt()}]}],
-            add_generation_prompt=True,
-        ).replace(processor.image_token, processor.image_token * n_img)
-        prompt = tok(text).input_ids
+    for s, text in zip(samples, chat_prompts(processor, samples)):
+        prompt = tok(text.replace(processor.image_token, processor.image_token * n_img)).input_ids
         answer = tok(answer_text(s), add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids.append(prompt + answer)
         starts.append(len(prompt))
@@ -144,6 +141,10 @@ def train_vision(model, images, labels, train_rows, cfg: TrainConfig, rng, bar, 
         rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
         feats = vision_features(model, normalise(images[rows]))
         loss = sum(F.cross_entropy(heads[k](feats).flatten(0, 1), labels[k][rows].flatten()) for k in heads)
+        # LLaVA's projector has no normalisation layer: keep the features it reads normalised per
+        # token (what a LayerNorm in front of it would do), so no shared offset drowns the patches
+        mean, var = feats.mean(-1), feats.var(-1, unbiased=False)
+        loss = loss + cfg.vision_norm * (mean.pow(2).mean() + (var - 1).pow(2).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -200,9 +201,17 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
         input_ids, mask, labels = collate(ids, starts, rows, pad_id)
         model.train()
-        out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels)
+        loss = out.loss
+        if cfg.shared_penalty:
+            # the projector drifts towards one vector shared by all image tokens, which drowns what
+            # each patch shows (the "collapse" of the embedded-model trials): penalise that share
+            x = out.image_hidden_states.float().view(len(rows), -1, out.image_hidden_states.shape[-1])
+            shared = x.mean(1).pow(2).sum(-1) / x.pow(2).sum(-1).mean(1)
+            loss = loss + cfg.shared_penalty * shared.mean()
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         bar.update(1)
@@ -217,6 +226,22 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         p.requires_grad_(True)
     model.eval()
     return history
+
+
+def load_weights(model, folder: Path, *, everything: bool) -> dict:
+    """Copy a saved model's weights (all, or only its vision tower) into ``model``; returns that
+    run's stage-1 record."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(f))
+    if everything:
+        model.load_state_dict(state)
+    else:
+        tower = {k.split("vision_tower.", 1)[1]: v for k, v in state.items() if "vision_tower." in k}
+        model.model.vision_tower.load_state_dict(tower)
+    return json.loads((folder / "training.json").read_text())
 
 
 def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
@@ -245,9 +270,20 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     train_rows, val_rows = np.arange(n - cfg.val_size), np.arange(n - cfg.val_size, n)
     pad_id = processor.tokenizer.pad_token_id
 
-    bar = tqdm(total=cfg.vision_steps + cfg.steps, desc="train-embedded", mininterval=2.0)
+    skip_vision = bool(cfg.init_from or cfg.vision_from)
+    bar = tqdm(total=(0 if skip_vision else cfg.vision_steps) + cfg.steps, desc="train-embedded", mininterval=2.0)
     t1 = time.time()
-    vision = train_vision(model, images, labels, train_rows, cfg, rng, bar, log)
+    if cfg.init_from:
+        prior = load_weights(model, Path(cfg.init_from), everything=True)
+        log(f"stage 1 skipped: continuing from {cfg.init_from}")
+    elif cfg.vision_from:
+        prior = load_weights(model, Path(cfg.vision_from), everything=False)
+        log(f"stage 1 skipped: vision tower taken from {cfg.vision_from}")
+    else:
+        prior = None
+        vision = train_vision(model, images, labels, train_rows, cfg, rng, bar, log)
+    if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
+        vision = prior["vision_patch_accuracy"]
     t2 = time.time()
     history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log)
     t3 = time.time()
@@ -268,8 +304,10 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "vision": round((t2 - t1) / 60, 2),
             "language": round((t3 - t2) / 60, 2),
         },
+        "train_data_sha256": file_fingerprint([train_file]),
         "vision_patch_accuracy": vision,
         "history": history,
+        "continued_from": prior,
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     log(f"saved to {out}")
