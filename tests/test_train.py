@@ -13,7 +13,7 @@ from paretobench.data.tsv import read_tsv
 
 def _cfg(synth_dir, out):
     return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
-                       batch=4, warmup=2, val_every=2, val_size=16)  # fmt: skip
+                       batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

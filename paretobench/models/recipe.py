@@ -16,12 +16,14 @@ class TrainConfig:
     vision_norm: float = 1.0  # weight of the loss that keeps each patch feature zero-mean, unit-variance
     vision_from: str = ""  # a model folder whose (stage-1) vision tower is reused; skips stage 1
     init_from: str = ""  # a trained model folder to continue stage 2 from (all weights); skips stage 1
-    steps: int = 7500  # stage 2 steps (batch ``batch``)
+    steps: int = 6000  # stage 2 steps (batch ``batch``)
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 150
     curriculum: float = 0.15  # fraction of stage-2 steps with easy families weighted x4
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
+    grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
+    grounding_layer: int = 4  # the decoder layer whose output the grounding probe reads
     bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on

@@ -16,16 +16,19 @@ from paretobench.data.prompt import MCQ_SUFFIX
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN)
+# The image goes AFTER the question: causal attention then lets every image token see what is
+# asked, so "find the named object, read another attribute" becomes a local comparison in each
+# image token plus pooling at the answer, which a model this small learns; image-first prompts
+# make it bind across ~30 tokens of options and boilerplate, which it did not learn in an hour.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}USER: "
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'image' %}<image>\n{% endfor %}"
     "{% else %} ASSISTANT: {{ message['content'][0]['text'] if message['content'] is not string else message['content'] }}</s>"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 _WORD = re.compile(r"\w+|[^\w\s]+")  # what the tokenizer's Whitespace pre-tokenizer splits on
 

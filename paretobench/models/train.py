@@ -53,13 +53,14 @@ def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
     colours, shapes, glyphs = list(synth.COLOURS), list(synth.SHAPES), synth.GLYPHS
     kinds = ("shape", "bar", "char")
     n, p = len(samples), synth.GRID * synth.GRID
-    out = {k: torch.zeros(n, p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value")}
+    out = {k: torch.zeros(n, p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value", "focus")}
     for i, s in enumerate(samples):
         scene = json.loads(s.extra["scene"])
-        items = scene["items"]
+        items, focus = scene["items"], set(scene["focus"])
         for j, owner in enumerate(scene["patches"]):
             if owner < 0:
                 continue
+            out["focus"][i, j] = int(owner in focus)
             it = items[owner]
             out["kind"][i, j] = 1 + kinds.index(it["kind"])
             out["colour"][i, j] = 1 + colours.index(it["colour"])
@@ -185,10 +186,15 @@ def answer_accuracy(model, ids, starts, rows, pad_id, images, families, batch=64
     return per
 
 
-def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log):
+def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
+                   checkpoint=None, focus=None):
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # grounding: a probe on the image tokens' hidden states at one decoder layer predicts which
+    # patches show the items the question is about (the generator's ground truth); the probe is
+    # thrown away after training, the decoder keeps what it learned
+    probe = torch.nn.Linear(model.config.text_config.hidden_size, 1)
+    params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     fam = np.array([families[r] for r in train_rows])
     easy = np.isin(fam, EASY)
@@ -201,9 +207,16 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
         input_ids, mask, labels = collate(ids, starts, rows, pad_id)
         model.train()
+        grounding = cfg.grounding and focus is not None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels)
-        loss = out.loss
+            out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels,
+                        output_hidden_states=grounding)  # fmt: skip
+            if grounding:
+                h = out.hidden_states[cfg.grounding_layer][input_ids == model.config.image_token_id]
+                target = focus[rows].flatten().float()
+                aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), target,
+                                                         pos_weight=torch.tensor(4.0))  # fmt: skip
+        loss = out.loss + (cfg.grounding * aux if grounding else 0.0)
         if cfg.shared_penalty:
             # the projector drifts towards one vector shared by all image tokens, which drowns what
             # each patch shows (the "collapse" of the embedded-model trials): penalise that share
@@ -222,6 +235,8 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
             acc = answer_accuracy(model, ids, starts, val_rows, pad_id, images, families)
             history.append({"step": step + 1, "minutes": round((time.time() - t0) / 60, 2), **acc})
             log(f"step {step + 1}: held-out answer accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+            if checkpoint:
+                checkpoint(history)
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -284,31 +299,38 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         vision = train_vision(model, images, labels, train_rows, cfg, rng, bar, log)
     if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
         vision = prior["vision_patch_accuracy"]
-    t2 = time.time()
-    history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log)
-    t3 = time.time()
-    bar.close()
-
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    record = {
-        "config": asdict(cfg),
-        "train_rows": len(train_rows),
-        "held_out_rows": len(val_rows),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "threads": torch.get_num_threads(),
-        "minutes": {
-            "data": round((t1 - t_start) / 60, 2),
-            "vision": round((t2 - t1) / 60, 2),
-            "language": round((t3 - t2) / 60, 2),
-        },
-        "train_data_sha256": file_fingerprint([train_file]),
-        "vision_patch_accuracy": vision,
-        "history": history,
-        "continued_from": prior,
-    }
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    train_sha = file_fingerprint([train_file])
+
+    def save(history, t_end=None):
+        """Weights, processor and the run's record; also called at each validation (a checkpoint)."""
+        t_end = t_end or time.time()
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        record = {
+            "config": asdict(cfg),
+            "train_rows": len(train_rows),
+            "held_out_rows": len(val_rows),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "threads": torch.get_num_threads(),
+            "minutes": {
+                "data": round((t1 - t_start) / 60, 2),
+                "vision": round((t2 - t1) / 60, 2),
+                "language": round((t_end - t2) / 60, 2),
+            },
+            "train_data_sha256": train_sha,
+            "vision_patch_accuracy": vision,
+            "history": history,
+            "continued_from": prior,
+        }
+        (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        return record
+
+    t2 = time.time()
+    history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
+                             checkpoint=save, focus=labels["focus"])  # fmt: skip
+    bar.close()
+    record = save(history)
     log(f"saved to {out}")
     return record
