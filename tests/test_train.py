@@ -56,3 +56,14 @@ def test_patch_labels_follow_the_scene(synth_dir):
         else:
             assert labels["kind"][0, p] == 0
     assert labels["row"][0, 13] == 1 and labels["col"][0, 13] == 1
+
+
+def test_vision_from_reuses_the_tower_and_records_the_chain(trained, synth_dir, tmp_path):
+    source, _ = trained
+    cfg = _cfg(synth_dir, tmp_path)
+    cfg.vision_from, cfg.steps = str(source), 2
+    record = train_embedded(cfg, log=lambda m: None)
+    a, b = load_model(str(source)).model.state_dict(), load_model(str(tmp_path)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "vision_tower" in k)
+    assert record["continued_from"]["config"]["steps"] == 4
+    assert record["vision_patch_accuracy"] == record["continued_from"]["vision_patch_accuracy"]

@@ -94,43 +94,67 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _chain(training: dict) -> list[dict]:
+    """The run that produced the model and the earlier runs it continued, oldest first."""
+    chain = [training]
+    while chain[-1].get("continued_from"):
+        chain.append(chain[-1]["continued_from"])
+    return chain[::-1]
+
+
+def _stage2_text(r: dict) -> str:
+    c = r["config"]
+    done = r["history"][-1]["step"] if r["history"] else 0
+    steps = f"{done} steps" + (f" (of a planned {c['steps']}, cut there)" if done < c["steps"] else "")
+    extras = []
+    if c.get("shared_penalty"):
+        extras.append(f"a penalty (weight {c['shared_penalty']}) on the share of the image tokens' energy in their mean")
+    if c.get("grounding"):
+        extras.append(f"a grounding loss (weight {c['grounding']}): a linear probe on the image tokens' hidden states "
+                      f"after decoder layer {c['grounding_layer']} predicts which patches show the asked-about items")
+    return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
+            f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}curriculum (easy families x4 for the "
+            f"first {int(100 * c['curriculum'])}% of steps, x0.5 after)" + "".join(f"; {e}" for e in extras)
+            + f"; {r['minutes']['language']} min")  # fmt: skip
+
+
 def _training_section(training: dict, cats: list[str]) -> list[str]:
-    c, mins = training["config"], training["minutes"]
-    stage1 = training.get("continued_from") or training  # stage 1 may come from an earlier run
-    c1 = stage1["config"]
+    chain = _chain(training)
+    first, c1 = chain[0], chain[0]["config"]
+    segments = [r for r in chain if r["history"]]
     lines = [
-        f"Data: `synth8_train.tsv` (generator seed {c['seed']}), {training['train_rows']} rows trained on, "
-        f"{training['held_out_rows']} held out for validation.",
+        f"Data: `synth8_train.tsv` (generator seed {training['config']['seed']}), {training['train_rows']} rows "
+        f"trained on, {training['held_out_rows']} held out for validation.",
         "",
         f"1. Vision tower alone, dense per-patch supervision (kind, colour, shape, character, bar value, row and "
         f"column of what is drawn in each patch) plus a loss keeping each patch feature zero-mean and "
         f"unit-variance: {c1['vision_steps']} steps, batch {c1['vision_batch']}, AdamW lr {c1['vision_lr']}, "
-        f"cosine, {stage1['minutes']['vision']} min. Held-out per-patch accuracy on object patches: "
-        + ", ".join(f"{k} {_pct(a)}%" for k, a in training["vision_patch_accuracy"].items()) + ".",
-        f"2. Tower frozen; projector + decoder on the MCQ prompt, loss on the answer word and end of sequence, "
-        f"plus a penalty (weight {c.get('shared_penalty', 0)}) on the share of the image tokens' energy in their "
-        f"mean: {c['steps']} steps, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up "
-        f"steps, cosine), gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}curriculum (easy "
-        f"families x4 for the first {int(100 * c['curriculum'])}% of steps, x0.5 after), {mins['language']} min.",
-        "",
-        f"Wall time: {stage1['minutes']['vision'] + mins['data'] + mins['language']:.1f} min on "
-        f"{training['threads']} CPU threads.",
+        f"cosine, {first['minutes']['vision']} min. Held-out per-patch accuracy on object patches: "
+        + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + ".",
+        "2. Tower frozen; projector + decoder on the MCQ prompt, loss on the answer word and end of sequence"
+        + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
     ]
-    if training.get("continued_from"):
-        lines += ["", f"Stage 1 ran as its own run (`--steps 0`) and stage 2 reused its tower "
-                      f"(`--vision-from`)."]  # fmt: skip
+    lines += [f"   - {_stage2_text(r)}." for r in segments]
+    total = sum(r["minutes"]["vision"] + r["minutes"]["language"] + r["minutes"]["data"] for r in chain)
+    lines += ["", f"Wall time: {total:.1f} min on {training['threads']} CPU threads, over {len(chain)} run(s)."]
+    shas = {r.get("train_data_sha256") for r in chain}
+    if len(shas) > 1:
+        lines += ["", "The runs did not all read the same training file (see `training.json`)."]
     for note in training.get("notes", []):
         lines += ["", note]
     lines += [
         "",
-        "Held-out answer accuracy during stage 2 (first answer token, teacher-forced):",
+        "Held-out answer accuracy during stage 2 (first answer token, teacher-forced; steps counted across runs):",
         "",
-        "| step | minutes | " + " | ".join(cats) + " | mean |",
-        "|---" * (len(cats) + 3) + "|",
+        "| step | " + " | ".join(cats) + " | mean |",
+        "|---" * (len(cats) + 2) + "|",
     ]
-    for h in training["history"]:
-        lines.append(f"| {h['step']} | {h['minutes']} | " + " | ".join(_pct(h.get(k, 0)) for k in cats)
-                     + f" | {_pct(h['mean'])} |")  # fmt: skip
+    offset = 0
+    for r in segments:
+        for h in r["history"]:
+            lines.append(f"| {offset + h['step']} | " + " | ".join(_pct(h.get(k, 0)) for k in cats)
+                         + f" | {_pct(h['mean'])} |")  # fmt: skip
+        offset += r["history"][-1]["step"]
     return lines
 
 

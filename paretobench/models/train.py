@@ -245,17 +245,14 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
 
 def load_weights(model, folder: Path, *, everything: bool) -> dict:
     """Copy a saved model's weights (all, or only its vision tower) into ``model``; returns that
-    run's stage-1 record."""
-    from safetensors.torch import load_file
+    run's training record."""
+    from transformers import AutoModelForImageTextToText
 
-    state = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(f))
+    saved = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
     if everything:
-        model.load_state_dict(state)
+        model.load_state_dict(saved.state_dict())
     else:
-        tower = {k.split("vision_tower.", 1)[1]: v for k, v in state.items() if "vision_tower." in k}
-        model.model.vision_tower.load_state_dict(tower)
+        model.model.vision_tower.load_state_dict(saved.model.vision_tower.state_dict())
     return json.loads((folder / "training.json").read_text())
 
 
