@@ -24,6 +24,8 @@ def add_parser(sub, name):
         flag = "--" + f.name.replace("_", "-")
         if f.default is dataclasses.MISSING:
             p.add_argument(flag, required=True, type=str)
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=f"(default: {f.default})")
     p.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
