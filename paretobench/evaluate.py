@@ -9,7 +9,7 @@ with a KV cache and continues from the last original position.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,7 +32,6 @@ class EvalResult:
     text_tokens: float
     llm_prefill_flops: float  # mean per sample, decoder layers only
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 def chat_prompts(processor, samples: list[Sample]) -> list[str]:
@@ -112,6 +111,10 @@ def _select_rows(embeds, inputs, feats, samples, select, image_token_id):
     return left_pad(rows_e, 0.0), left_pad(rows_m, 0), left_pad(rows_p, 1), kept
 
 
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
 def evaluate(
     model,
     processor,
@@ -149,14 +152,13 @@ def evaluate(
             flops.append(prefill_flops(shape, [nt + k] * shape.layers))
     seconds = time.perf_counter() - start
     correct = [is_correct(s, p) for s, p in zip(samples, predictions)]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     return EvalResult(
         predictions=predictions,
         correct=correct,
         scores=accuracy([s.category for s in samples], correct),
-        visual_tokens=mean(n_visual),
-        kept_visual_tokens=mean(n_kept),
-        text_tokens=mean(n_text),
-        llm_prefill_flops=mean(flops),
+        visual_tokens=_mean(n_visual),
+        kept_visual_tokens=_mean(n_kept),
+        text_tokens=_mean(n_text),
+        llm_prefill_flops=_mean(flops),
         seconds=seconds,
     )

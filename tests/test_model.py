@@ -99,9 +99,9 @@ def test_evaluate_reports_scores_and_flops(tiny, samples):
     assert len(r.predictions) == len(samples) == r.scores["n"]
     assert set(r.scores["per_category"]) == {s.category for s in samples}
     shape = DecoderShape.from_config(tiny.model.config.text_config)
-    assert r.llm_prefill_flops == pytest.approx(
-        sum(prefill_flops(shape, [144 + r_text] * shape.layers) for r_text in [r.text_tokens]), rel=0.02
-    )
+    # FLOPs are averaged per sample; prompt lengths differ by a few tokens, so the FLOPs of the
+    # mean length are within 2%
+    assert r.llm_prefill_flops == pytest.approx(prefill_flops(shape, [144 + r.text_tokens] * shape.layers), rel=0.02)
 
 
 def test_wrong_model_folder_is_a_clear_error(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import json
 import string
@@ -86,6 +87,7 @@ class Question:
 # --------------------------------------------------------------------------- drawing
 
 
+@functools.lru_cache(maxsize=None)
 def _glyph_mask(char: str, scale: int) -> np.ndarray:
     """Boolean glyph of PIL's built-in bitmap font, cropped to its ink and scaled up."""
     font = ImageFont.load_default_imagefont()
@@ -141,21 +143,12 @@ def render(q: Question) -> tuple[Image.Image, np.ndarray]:
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (bg, bg, bg))
     owner = Image.new("I", (IMAGE_SIZE, IMAGE_SIZE), 0)  # item index + 1 per pixel
     canvas, owner_draw = ImageDraw.Draw(image), ImageDraw.Draw(owner)
-    pixels = np.array(image)
     for i, item in enumerate(q.items):
         if item.kind == "char":
             scale = (item.box[3] - item.box[1]) // _glyph_mask(item.char, 1).shape[0]
-            ink = _glyph_mask(item.char, scale)
-            x0, y0 = item.box[0], item.box[1]
-            region = (slice(y0, y0 + ink.shape[0]), slice(x0, x0 + ink.shape[1]))
-            pixels = np.array(image)
-            pixels[region][ink] = COLOURS[item.colour]
-            image = Image.fromarray(pixels)
-            canvas = ImageDraw.Draw(image)
-            own = np.array(owner)
-            own[region][ink] = i + 1
-            owner = Image.fromarray(own.astype(np.int32), mode="I")
-            owner_draw = ImageDraw.Draw(owner)
+            ink = Image.fromarray(_glyph_mask(item.char, scale).astype(np.uint8) * 255, mode="L")
+            image.paste(COLOURS[item.colour], item.box[:2], ink)
+            owner.paste(i + 1, item.box[:2], ink)
         else:
             _draw_item(canvas, item, COLOURS[item.colour])
             _draw_item(owner_draw, item, i + 1)
