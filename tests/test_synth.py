@@ -77,3 +77,25 @@ def test_train_split_interleaves_all_families(synth_dir):
     assert len(rows) == 12 * len(synth.FAMILIES)
     assert {s.split for s in rows} == {"train"}
     assert [s.category for s in rows[: len(synth.FAMILIES)]] == list(synth.FAMILIES)
+
+
+def _distance(a: str, b: str) -> float:
+    if a.isdigit() and b.isdigit():
+        return abs(int(a) - int(b))
+    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
+@pytest.mark.parametrize("family", synth.FAMILIES)
+def test_options_alone_do_not_give_the_answer_away(family):
+    """Without the image, a question must stay near chance: the answer is not the option most
+    like the others (e.g. the middle of four consecutive counts) and not at a favoured letter."""
+    questions = [q for q, _, _ in synth.generate(family, seed=11, n=400)]
+    chance = 1 / len(questions[0].options)
+
+    def central(q):
+        return min(range(len(q.options)), key=lambda i: sum(_distance(q.options[i], o) for o in q.options))
+
+    central_acc = np.mean([central(q) == q.answer for q in questions])
+    letters = np.bincount([q.answer for q in questions], minlength=len(questions[0].options)) / len(questions)
+    assert central_acc <= chance + 0.12, f"{family}: the most central option is right {central_acc:.0%} of the time"
+    assert letters.max() <= chance + 0.08, f"{family}: answer letters {letters}"

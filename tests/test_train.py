@@ -67,3 +67,38 @@ def test_vision_from_reuses_the_tower_and_records_the_chain(trained, synth_dir, 
     assert all(torch.equal(a[k], b[k]) for k in a if "vision_tower" in k)
     assert record["continued_from"]["config"]["steps"] == 4
     assert record["vision_patch_accuracy"] == record["continued_from"]["vision_patch_accuracy"]
+
+
+def test_attention_hint_equals_the_attention_the_layer_computes(synth_dir, tiny_model_dir):
+    """The hint's scores are recomputed from q/k + RoPE; they must equal the eager attention's
+    weights, restricted to the image tokens and renormalised."""
+    from paretobench.models.train import collate, focus_attention_loss, tokenize, normalise, pixels
+
+    loaded = load_model(str(tiny_model_dir))
+    model, processor = loaded.model, loaded.processor
+    model.set_attn_implementation("eager")
+    samples = read_tsv(synth_dir / "synth8_colour.tsv")[:3]
+    ids, starts = tokenize(processor, samples)
+    input_ids, mask, _ = collate(ids, starts, [0, 1, 2], processor.tokenizer.pad_token_id)
+    layer = 1
+    attn = model.model.language_model.layers[layer].self_attn
+    seen = {}
+    hook = attn.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(pixels(samples)),
+                    output_attentions=True)  # fmt: skip
+    hook.remove()
+    image = input_ids == model.config.image_token_id
+    focus = patch_labels(samples)["focus"].bool()
+    query = torch.as_tensor([s - 1 for s in starts])
+    got = focus_attention_loss(attn, seen["hidden_states"], seen["position_embeddings"], query, image, focus)
+
+    weights = out.attentions[layer]  # (batch, heads, query, key)
+    masses = []
+    for b in range(3):
+        w = weights[b, :, query[b]][:, image[b]]
+        w = w / w.sum(-1, keepdim=True)
+        masses.append(w[:, focus[b]].sum(-1).mean())
+    want = -torch.log(torch.stack(masses)).mean()
+    assert focus.any(1).all()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

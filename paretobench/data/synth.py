@@ -228,8 +228,10 @@ def _shape(rng) -> Question:
 def _count(rng) -> Question:
     n = int(rng.integers(1, 7))
     items = _shapes(rng, n, size=(11, 18), margin=4)
-    near = [str(v) for v in sorted(range(1, 9), key=lambda v: (abs(v - n), v))]
-    opts, ans = _options(rng, str(n), near[1:4])
+    # options: four consecutive numbers around n, the window drawn at random, so the answer's
+    # place among them tells nothing (nearest-neighbour distractors would put it in the middle)
+    low = int(rng.integers(max(1, n - 3), min(n, 6) + 1))
+    opts, ans = _options(rng, str(n), [str(v) for v in range(low, low + 4)])
     return Question("count", "How many objects are there?", opts, ans, items, list(range(n)))
 
 
@@ -326,12 +328,14 @@ def _char(rng) -> Question:
 
 
 def _word(rng) -> Question:
-    word = str(rng.choice(list(WORDS)))
+    # options: a random pivot word and the three words closest to it (letters in common), the
+    # answer drawn from those four. Reading one letter is not enough, and since the answer is
+    # not the pivot in general, "the option most like the others" is no shortcut.
+    pivot = str(rng.choice(list(WORDS)))
+    near = sorted(WORDS, key=lambda w: (sum(a != b for a, b in zip(w, pivot)), rng.random()))[:4]
+    word = near[int(rng.integers(4))]
     items = _char_items(rng, word, 3, str(rng.choice(list(COLOURS))), int(rng.integers(0, 3)))
-    # distractors that differ from the answer in one letter where possible: reading one
-    # letter is not enough
-    close = [w for w in WORDS if w != word and sum(a != b for a, b in zip(w, word)) == 1]
-    opts, ans = _options(rng, word, WORDS, prefer=close)
+    opts, ans = _options(rng, word, near)
     return Question("word", "What word is written in the image?", opts, ans, items, list(range(len(word))))
 
 

@@ -186,6 +186,32 @@ def answer_accuracy(model, ids, starts, rows, pad_id, images, families, batch=64
     return per
 
 
+def focus_attention_loss(attn, hidden, rope, query_pos, image_mask, focus):
+    """The attention hint: -log of the attention mass that the position predicting the answer
+    puts on the asked-about patches, with the softmax taken over the image tokens only and the
+    mass averaged over heads, per row (rows whose question has no drawn focus are skipped).
+
+    ``attn`` is a decoder layer's self-attention module, ``hidden`` and ``rope`` (cos, sin) what
+    that module receives. Scores are q.k/sqrt(d) with RoPE at each token's position, as the
+    attention computes them.
+    """
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    rows = torch.arange(hidden.shape[0])
+    n, p = focus.shape
+    heads, head_dim = attn.config.num_attention_heads, attn.head_dim
+    cos, sin = (t.expand(n, -1, -1) for t in rope)  # RoPE tables may be shared across the batch
+    q = attn.q_proj(hidden[rows, query_pos]).view(n, heads, head_dim)
+    q = q * cos[rows, query_pos][:, None] + rotate_half(q) * sin[rows, query_pos][:, None]
+    k = attn.k_proj(hidden[image_mask]).view(n, p, -1, head_dim)
+    ck, sk = cos[image_mask].view(n, p, 1, head_dim), sin[image_mask].view(n, p, 1, head_dim)
+    k = (k * ck + rotate_half(k) * sk).repeat_interleave(heads // k.shape[2], dim=2)
+    probs = (torch.einsum("nhd,nphd->nhp", q, k).float() * head_dim**-0.5).softmax(-1)
+    mass = (probs * focus[:, None].float()).sum(-1).mean(1)
+    keep = focus.any(1)
+    return -torch.log(mass[keep].clamp_min(1e-6)).mean() if keep.any() else mass.sum() * 0.0
+
+
 def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
                    checkpoint=None, focus=None):
     for p in model.model.vision_tower.parameters():
@@ -196,6 +222,19 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
     probe = torch.nn.Linear(model.config.text_config.hidden_size, 1)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # the attention hint reads what one decoder layer's attention receives, through a hook
+    captured: dict = {}
+    hinting = bool(cfg.attend) and focus is not None
+    if hinting:
+        attn_module = model.model.language_model.layers[cfg.attend_layer].self_attn
+
+        def capture(module, args, kwargs):
+            if not module.training:
+                return
+            captured["hidden"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            captured["rope"] = kwargs["position_embeddings"]
+
+        hook = attn_module.register_forward_pre_hook(capture, with_kwargs=True)
     fam = np.array([families[r] for r in train_rows])
     easy = np.isin(fam, EASY)
     history = []
@@ -207,7 +246,7 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
         input_ids, mask, labels = collate(ids, starts, rows, pad_id)
         model.train()
-        grounding = cfg.grounding and focus is not None
+        grounding = bool(cfg.grounding) and focus is not None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels,
                         output_hidden_states=grounding)  # fmt: skip
@@ -216,7 +255,15 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
                 target = focus[rows].flatten().float()
                 aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), target,
                                                          pos_weight=torch.tensor(4.0))  # fmt: skip
-        loss = out.loss + (cfg.grounding * aux if grounding else 0.0)
+            loss = out.loss
+            if grounding:
+                loss = loss + cfg.grounding * aux
+            hint = None
+            if hinting:
+                query_pos = torch.as_tensor([starts[r] - 1 for r in rows])
+                hint = focus_attention_loss(attn_module, captured.pop("hidden"), captured.pop("rope"), query_pos,
+                                            input_ids == model.config.image_token_id, focus[rows].bool())  # fmt: skip
+                loss = loss + cfg.attend * hint
         if cfg.shared_penalty:
             # the projector drifts towards one vector shared by all image tokens, which drowns what
             # each patch shows (the "collapse" of the embedded-model trials): penalise that share
@@ -229,7 +276,8 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         opt.step()
         bar.update(1)
         if step % 20 == 0:
-            bar.set_postfix(stage="language", loss=f"{out.loss.item():.3f}")
+            extra = {"hint": f"{hint.item():.2f}"} if hint is not None else {}
+            bar.set_postfix(stage="language", loss=f"{out.loss.item():.3f}", **extra)
         if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
             model.eval()
             acc = answer_accuracy(model, ids, starts, val_rows, pad_id, images, families)
@@ -237,6 +285,8 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
             log(f"step {step + 1}: held-out answer accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
             if checkpoint:
                 checkpoint(history)
+    if hinting:
+        hook.remove()
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(True)
     model.eval()
