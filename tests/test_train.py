@@ -2,12 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from paretobench.models.loading import load_model
 from paretobench.models.recipe import TrainConfig
-from paretobench.models.train import patch_labels, train_embedded
+from paretobench.models.train import family_weights, patch_labels, train_embedded
 from paretobench.data.tsv import read_tsv
 
 
@@ -69,36 +70,18 @@ def test_vision_from_reuses_the_tower_and_records_the_chain(trained, synth_dir, 
     assert record["vision_patch_accuracy"] == record["continued_from"]["vision_patch_accuracy"]
 
 
-def test_attention_hint_equals_the_attention_the_layer_computes(synth_dir, tiny_model_dir):
-    """The hint's scores are recomputed from q/k + RoPE; they must equal the eager attention's
-    weights, restricted to the image tokens and renormalised."""
-    from paretobench.models.train import collate, focus_attention_loss, tokenize, normalise, pixels
 
-    loaded = load_model(str(tiny_model_dir))
-    model, processor = loaded.model, loaded.processor
-    model.set_attn_implementation("eager")
-    samples = read_tsv(synth_dir / "synth8_colour.tsv")[:3]
-    ids, starts = tokenize(processor, samples)
-    input_ids, mask, _ = collate(ids, starts, [0, 1, 2], processor.tokenizer.pad_token_id)
-    layer = 1
-    attn = model.model.language_model.layers[layer].self_attn
-    seen = {}
-    hook = attn.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
-    with torch.no_grad():
-        out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(pixels(samples)),
-                    output_attentions=True)  # fmt: skip
-    hook.remove()
-    image = input_ids == model.config.image_token_id
-    focus = patch_labels(samples)["focus"].bool()
-    query = torch.as_tensor([s - 1 for s in starts])
-    got = focus_attention_loss(attn, seen["hidden_states"], seen["position_embeddings"], query, image, focus)
-
-    weights = out.attentions[layer]  # (batch, heads, query, key)
-    masses = []
-    for b in range(3):
-        w = weights[b, :, query[b]][:, image[b]]
-        w = w / w.sum(-1, keepdim=True)
-        masses.append(w[:, focus[b]].sum(-1).mean())
-    want = -torch.log(torch.stack(masses)).mean()
-    assert focus.any(1).all()
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+def test_families_enter_one_at_a_time_then_share_equally():
+    fam = np.array(["count", "colour", "word", "colour", "shape", "relation", "count", "colour"])
+    share = lambda w, f: w[fam == f].sum() / w.sum()  # noqa: E731
+    w, active = family_weights(fam, 0, 10)
+    assert active == ["colour"] and share(w, "colour") == pytest.approx(1.0)
+    w, active = family_weights(fam, 25, 10)  # third family ("word" follows colour, shape in ORDER)
+    assert active == ["word", "colour", "shape"]
+    assert share(w, "word") == pytest.approx(0.5) and share(w, "shape") == pytest.approx(0.25)
+    assert share(w, "count") == 0
+    # within a family every row is equally likely
+    assert w[1] == w[3] == w[7]
+    for step, introduce in ((50, 10), (0, 0)):
+        w, active = family_weights(fam, step, introduce)
+        assert sorted(active) == sorted(set(fam)) and all(share(w, f) == pytest.approx(0.2) for f in set(fam))

@@ -20,12 +20,10 @@ class TrainConfig:
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 150
-    curriculum: float = 0.15  # fraction of stage-2 steps with easy families weighted x4
+    introduce: int = 300  # stage-2 steps between families entering training (0: all from the start)
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
     grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
     grounding_layer: int = 4  # the decoder layer whose output the grounding probe reads
-    attend: float = 0.0  # weight of the hint teaching the answer position to attend to what is asked
-    attend_layer: int = 3  # the decoder layer whose attention the hint shapes
     bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on
