@@ -82,3 +82,6 @@ DATASETS.register(
     "paretobench.data.datasets:synth8",
     doc="synthetic 8-family VQA benchmark (test split, 250 per family, seed 0), generated on first use",
 )
+PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean attention, layer before the step")
+PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
+PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")

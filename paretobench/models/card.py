@@ -102,6 +102,15 @@ def _chain(training: dict) -> list[dict]:
     return chain[::-1]
 
 
+def _schedule_text(c: dict) -> str:
+    if c.get("introduce"):
+        return (f"families entering one at a time every {c['introduce']} steps (the newest half of each batch, "
+                f"the earlier ones sharing the other half), then equal shares")
+    if "curriculum" in c:  # the recipe before families entered one at a time
+        return f"easy families x4 for the first {int(100 * c['curriculum'])}% of steps, x0.5 after"
+    return "all families in equal shares"
+
+
 def _stage2_text(r: dict) -> str:
     c = r["config"]
     done = r["history"][-1]["step"] if r["history"] else 0
@@ -113,8 +122,8 @@ def _stage2_text(r: dict) -> str:
         extras.append(f"a grounding loss (weight {c['grounding']}): a linear probe on the image tokens' hidden states "
                       f"after decoder layer {c['grounding_layer']} predicts which patches show the asked-about items")
     return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
-            f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}curriculum (easy families x4 for the "
-            f"first {int(100 * c['curriculum'])}% of steps, x0.5 after)" + "".join(f"; {e}" for e in extras)
+            f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}{_schedule_text(c)}"
+            + "".join(f"; {e}" for e in extras)
             + f"; {r['minutes']['language']} min")  # fmt: skip
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from paretobench.data import synth
 from paretobench.data.tsv import Sample, file_fingerprint, read_tsv
-from paretobench.evaluate import chat_prompts
+from paretobench.adapters import chat_prompts
 from paretobench.models.recipe import TrainConfig
 
 # the order in which stage 2 introduces the families: single-object lookups first, then reading,

@@ -1,0 +1,212 @@
+"""Model adapters: what the engine needs to know about one VLM architecture.
+
+An adapter builds the input sequence (text embeddings with the image features in the image
+token slots, original position ids, left padding), computes the rotary tables for (gapped)
+positions, calls a decoder layer with the right mask, and turns the last hidden state into
+logits. ``adapter_for(model, processor)`` picks one by the model's config.
+
+``LlavaAdapter`` covers ``LlavaForConditionalGeneration`` with Llama-family decoders (Llama,
+Mistral, Vicuna; the embedded ``tiny-llava``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from paretobench.data.tsv import Sample
+from paretobench.engine import SeqState
+
+# (sample, image features (Nv, D)) -> (features to feed (k, D), the visual-token slots they fill (k,))
+VisualSelect = Callable[[Sample, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+def chat_prompts(processor, samples: list[Sample]) -> list[str]:
+    return [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.prompt()}]}],
+            add_generation_prompt=True,
+        )
+        for s in samples
+    ]
+
+
+def left_pad(rows: list[torch.Tensor], value) -> torch.Tensor:
+    length = max(r.shape[0] for r in rows)
+    out = rows[0].new_full((len(rows), length, *rows[0].shape[1:]), value)
+    for i, r in enumerate(rows):
+        out[i, length - r.shape[0] :] = r
+    return out
+
+
+class LlavaAdapter:
+    """LLaVA with a Llama-family decoder: 1-D RoPE, one causal mask for every layer."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+        self.lm = model.model.language_model
+        self.layers = self.lm.layers
+        self.num_layers = len(self.layers)
+        self.image_token_id = model.config.image_token_id
+        self._rope_pos, self._rope = None, None
+
+    # ------------------------------------------------------------------ inputs
+
+    @torch.no_grad()
+    def encode(self, samples: list[Sample], image_fn=None):
+        """Processor inputs and per-image features (Nv, D) (computed once, reusable)."""
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"
+        images = [image_fn(s) if image_fn else s.image() for s in samples]
+        inputs = self.processor(images=images, text=chat_prompts(self.processor, samples), return_tensors="pt",
+                                padding=True).to(self.model.device)  # fmt: skip
+        feats = self.model.model.get_image_features(
+            pixel_values=inputs["pixel_values"].to(self.model.dtype),
+            vision_feature_layer=self.model.config.vision_feature_layer,
+            vision_feature_select_strategy=self.model.config.vision_feature_select_strategy,
+        ).pooler_output
+        return inputs, list(feats)
+
+    @torch.no_grad()
+    def prepare(self, inputs, feats: list[torch.Tensor], *, samples=None, select: VisualSelect | None = None,
+                keys=None) -> SeqState:  # fmt: skip
+        """The sequence entering layer 0. ``select`` may replace or drop visual tokens per sample
+        before the LLM (dropped ones leave gaps in the positions, as pruning does)."""
+        embeds = self.model.get_input_embeddings()(inputs["input_ids"])
+        mask = inputs["attention_mask"]
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        rows_h, rows_p, rows_s, n_visual = [], [], [], []
+        for b in range(embeds.shape[0]):
+            valid = mask[b].bool()
+            e, ids, pos = embeds[b][valid], inputs["input_ids"][b][valid], positions[b][valid]
+            slots = torch.nonzero(ids == self.image_token_id).squeeze(1)
+            f, keep = select(samples[b], feats[b]) if select else (feats[b], torch.arange(len(slots)))
+            e = e.clone()
+            e[slots[keep]] = f.to(e.dtype)
+            slot = torch.full_like(ids, -1)
+            slot[slots[keep]] = torch.as_tensor(keep, device=ids.device)
+            alive = slot >= 0
+            alive[ids != self.image_token_id] = True
+            rows_h.append(e[alive]), rows_p.append(pos[alive]), rows_s.append(slot[alive])
+            n_visual.append(len(slots))
+        valid = left_pad([torch.ones(len(p), dtype=torch.bool) for p in rows_p], False)
+        keys = list(keys) if keys is not None else list(range(len(rows_h)))
+        return SeqState(left_pad(rows_h, 0.0), left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys,
+                        n_visual)  # fmt: skip
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    # ------------------------------------------------------------------ layers
+
+    def rope(self, h: torch.Tensor, pos: torch.Tensor, layer: int):
+        if self._rope_pos is not pos:  # one table per position tensor (held, so never a stale match)
+            self._rope_pos, self._rope = pos, self.lm.rotary_emb(h, pos)
+        return self._rope
+
+    def _as_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Boolean for SDPA and the like; additive (0 / most negative) for eager attention."""
+        if self.model.config._attn_implementation != "eager":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(self.model.dtype).min
+        )
+
+    def prefill_mask(self, valid: torch.Tensor):
+        """None (the kernel's own causal path) without padding, else a (B, 1, n, n) mask;
+        padded query rows see themselves so no row is empty."""
+        if bool(valid.all()):
+            return None
+        n = valid.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=valid.device).tril()
+        allowed = causal[None] & valid[:, None, :]
+        allowed |= torch.eye(n, dtype=torch.bool, device=valid.device)[None]
+        return self._as_mask(allowed[:, None])
+
+    def run_layer(self, i: int, state: SeqState, cache) -> torch.Tensor:
+        return self.layers[i](
+            state.h,
+            attention_mask=self.prefill_mask(state.valid),
+            position_ids=state.pos,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            position_embeddings=self.rope(state.h, state.pos, i),
+        )
+
+    def run_decode_layer(self, i: int, h: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, cache) -> torch.Tensor:
+        mask = None if bool(valid.all()) else self._as_mask(valid[:, None, None, :])
+        return self.layers[i](h, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                              position_embeddings=self.rope(h, pos, i))  # fmt: skip
+
+    def logits(self, h_last: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.lm.norm(h_last))
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def last_position(self, state: SeqState) -> torch.Tensor:
+        return state.pos.masked_fill(~state.valid, -1).max(dim=-1).values
+
+    def decode_positions(self, last: torch.Tensor, step: int) -> torch.Tensor:
+        return (last + step)[:, None]
+
+    # ------------------------------------------------------------------ score rows
+
+    def scaling(self, layer: int) -> float:
+        return self.layers[layer].self_attn.scaling
+
+    def _split_heads(self, layer: int, q: torch.Tensor, k: torch.Tensor):
+        attn = self.layers[layer].self_attn
+        b, n = q.shape[:2]
+        q = q.view(b, n, -1, attn.head_dim)
+        k = k.view(b, n, -1, attn.head_dim)
+        if hasattr(attn, "q_norm"):  # decoders with per-head q/k norms apply them before RoPE
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        return q.transpose(1, 2), k.transpose(1, 2)
+
+    def rope_qk(self, layer: int, state: SeqState, q: torch.Tensor, k: torch.Tensor):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        q, k = self._split_heads(layer, q, k)
+        cos, sin = self.rope(state.h, state.pos, layer)
+        return apply_rotary_pos_emb(q, k, cos, sin)
+
+    def project_qk(self, layer: int, state: SeqState):
+        attn = self.layers[layer].self_attn
+        x = self.layers[layer].input_layernorm(state.h)
+        return self.rope_qk(layer, state, attn.q_proj(x), attn.k_proj(x))
+
+    def qk_flops(self, n: int) -> int:
+        attn = self.layers[0].self_attn
+        d = attn.q_proj.in_features
+        return 2 * n * d * (attn.q_proj.out_features + attn.k_proj.out_features)
+
+    def capture_qk(self, layer: int, store: dict) -> list:
+        attn = self.layers[layer].self_attn
+        return [
+            attn.q_proj.register_forward_hook(lambda m, i, o: store.__setitem__("q", o)),
+            attn.k_proj.register_forward_hook(lambda m, i, o: store.__setitem__("k", o)),
+        ]
+
+
+ADAPTERS = {"llava": LlavaAdapter}
+LLAMA_FAMILY = {"llama", "mistral"}
+
+
+def adapter_for(model, processor):
+    cfg = model.config
+    kind = cfg.model_type
+    if kind == "llava" and cfg.text_config.model_type in LLAMA_FAMILY:
+        return LlavaAdapter(model, processor)
+    text = getattr(getattr(cfg, "text_config", None), "model_type", None)
+    raise UnsupportedModel(
+        f"no pruning adapter for model_type {kind!r}" + (f" with a {text!r} decoder" if text else "")
+        + "; supported: llava (llama, mistral decoders)"
+    )

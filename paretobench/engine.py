@@ -1,0 +1,195 @@
+"""The pruned-inference engine: run a VLM's decoder layers one by one and drop visual tokens
+between them as a schedule says, then decode greedily with a KV cache.
+
+Dropped tokens leave gaps: every token keeps its ORIGINAL position id. A batch is left-padded;
+each row keeps its own tokens. Attention stays the model's own (SDPA by default) in every layer:
+a pruner that needs attention scores gets rows recomputed from the q/k projections that the
+layer before the pruning step produced anyway (captured by forward hooks, RoPE applied here),
+so no layer is switched to eager attention and only the score rows themselves cost extra.
+Before layer 0 there is no such layer; there the rows come from layer 0's own q/k projections
+of the embeddings (extra projections, counted in the FLOPs).
+
+Architecture specifics (how the sequence is built, positions, masks, calling a layer) live in
+``paretobench.adapters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from paretobench.schedule import PruningSchedule, keep_count
+
+
+@dataclass
+class SeqState:
+    """A left-padded batch as it enters a decoder layer."""
+
+    h: torch.Tensor  # (B, n, D) hidden states
+    pos: torch.Tensor  # (..., B, n) original position ids (a leading axis for M-RoPE)
+    valid: torch.Tensor  # (B, n) False on left padding
+    slot: torch.Tensor  # (B, n) which visual token (0..Nv-1) a position holds; -1 for text and padding
+    keys: list  # one identity per row (seeds per-sample randomness)
+    n_visual: list[int]  # per row: the visual tokens the image gave, before any pruning
+
+    @property
+    def visual(self) -> torch.Tensor:
+        return self.slot >= 0
+
+    def visual_counts(self) -> list[int]:
+        return self.visual.sum(1).tolist()
+
+    def gather(self, rows: list[torch.Tensor]) -> SeqState:
+        """Keep, per row, the positions in ``rows[b]`` (sorted), left-padded again."""
+        n = max(len(r) for r in rows)
+        b_, d = self.h.shape[0], self.h.shape[-1]
+        h = self.h.new_zeros(b_, n, d)
+        pos = self.pos.new_ones(*self.pos.shape[:-2], b_, n)
+        valid = self.valid.new_zeros(b_, n)
+        slot = self.slot.new_full((b_, n), -1)
+        for b, r in enumerate(rows):
+            m = len(r)
+            h[b, n - m :] = self.h[b, r]
+            pos[..., b, n - m :] = self.pos[..., b, r]
+            valid[b, n - m :] = self.valid[b, r]
+            slot[b, n - m :] = self.slot[b, r]
+        return SeqState(h, pos, valid, slot, self.keys, self.n_visual)
+
+
+class ScoreContext:
+    """What a pruner sees at a pruning step before decoder layer ``layer``."""
+
+    def __init__(self, engine: Engine, state: SeqState, layer: int, qk: tuple[torch.Tensor, torch.Tensor], source: int):
+        self.engine, self.state, self.layer, self.source = engine, state, layer, source
+        self._q, self._k = qk  # (B, H, n, e), (B, G, n, e), RoPE applied
+        self.score_flops = [0] * state.h.shape[0]  # per row, what the score rows cost
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """(B, G, n, e) post-RoPE keys of layer ``source`` (ViTCoP's K-norm reads these)."""
+        return self._k
+
+    def visual_positions(self, b: int) -> torch.Tensor:
+        return torch.nonzero(self.state.visual[b]).squeeze(1)
+
+    def last_positions(self) -> torch.Tensor:
+        """(B, 1): the last position of every row (the token that predicts the answer)."""
+        n = self.state.h.shape[1]
+        return torch.full((self.state.h.shape[0], 1), n - 1, dtype=torch.long, device=self.state.h.device)
+
+    def attention(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, H, nq, n) attention probabilities of the query positions ``query`` (B, nq) over
+        all keys, as layer ``source`` computes them (causal, padding masked, fp32 softmax)."""
+        q, k = self._q, self._k
+        b_, heads, n, e = q.shape
+        qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
+        k = k.repeat_interleave(heads // k.shape[1], dim=1)
+        logits = torch.matmul(qs, k.transpose(-1, -2)).float() * self.engine.adapter.scaling(self.source)
+        allowed = torch.arange(n, device=q.device)[None, None, :] <= query[:, :, None]  # causal
+        allowed = allowed & self.state.valid[:, None, :]
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+        lengths = self.state.valid.sum(1).tolist()
+        for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)
+            self.score_flops[b] += 2 * heads * query.shape[1] * lengths[b] * e
+        return logits.softmax(-1)
+
+
+@dataclass
+class PrefillResult:
+    logits: torch.Tensor  # (B, V) next-token logits at the last position
+    state: SeqState  # the sequence entering the last layer
+    layer_valid: list[torch.Tensor]  # per layer, the (B, n_i) validity of its KV cache entries
+    live_visual: list[list[int]]  # per layer, per row: visual tokens alive at the layer's input
+    tokens: list[list[int]]  # per layer, per row: all live tokens at the layer's input
+    score_flops: list[int]  # per row: FLOPs spent on pruners' score rows and their projections
+    cache: object = None
+    extra: dict = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def _steps(self, schedule: PruningSchedule, n_visual: list[int]) -> list[list[int]]:
+        """Per layer, per row: the visual tokens that layer may see."""
+        return [[keep_count(k, nv) for nv in n_visual] for k in schedule.keep]
+
+    @torch.no_grad()
+    def prefill(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,
+                use_cache: bool = False) -> PrefillResult:  # fmt: skip
+        a = self.adapter
+        schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
+        targets = self._steps(schedule, state.n_visual)
+        prunes = [any(t < c for t, c in zip(targets[i], targets[i - 1] if i else state.visual_counts()))
+                  for i in range(a.num_layers)]  # fmt: skip
+        if any(prunes) and pruner is None:
+            raise ValueError("this schedule drops visual tokens: give a pruner to choose which")
+        cache = a.new_cache() if use_cache else None
+        captured: dict = {}
+        layer_valid, live, tokens = [], [], []
+        score_flops = [0] * state.h.shape[0]
+        for i in range(a.num_layers):
+            if prunes[i]:
+                if i == 0:
+                    qk = a.project_qk(0, state)  # no earlier layer: layer 0's projections, paid extra
+                    for b, n in enumerate(state.valid.sum(1).tolist()):
+                        score_flops[b] += a.qk_flops(n)
+                    source = 0
+                else:
+                    qk, source = a.rope_qk(i - 1, state, captured.pop("q"), captured.pop("k")), i - 1
+                ctx = ScoreContext(self, state, i, qk, source)
+                state = self._drop(ctx, pruner, targets[i])
+                score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
+            live.append(state.visual_counts())
+            tokens.append(state.valid.sum(1).tolist())
+            layer_valid.append(state.valid)
+            hooks = a.capture_qk(i, captured) if i + 1 < a.num_layers and prunes[i + 1] else []
+            try:
+                state = replace(state, h=a.run_layer(i, state, cache))
+            finally:
+                for hk in hooks:
+                    hk.remove()
+        logits = a.logits(state.h[:, -1])
+        return PrefillResult(logits, state, layer_valid, live, tokens, score_flops, cache)
+
+    def _drop(self, ctx: ScoreContext, pruner, targets: list[int]) -> SeqState:
+        state = ctx.state
+        counts = state.visual_counts()
+        chosen = pruner.select(ctx, [min(t, c) for t, c in zip(targets, counts)])
+        rows = []
+        for b, keep in enumerate(chosen):
+            if len(keep) != min(targets[b], counts[b]):
+                raise RuntimeError(f"{pruner.name} chose {len(keep)} tokens for row {b}, the schedule asks "
+                                   f"{min(targets[b], counts[b])}")  # fmt: skip
+            text = torch.nonzero(state.valid[b] & ~state.visual[b]).squeeze(1)
+            rows.append(torch.cat([text, keep]).sort().values)
+        new = state.gather(rows)
+        merge = getattr(pruner, "merge", None)
+        return merge(ctx, new) if merge else new
+
+    @torch.no_grad()
+    def generate(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,
+                 max_new_tokens: int, eos_id: int, pad_id: int) -> tuple[torch.Tensor, PrefillResult]:  # fmt: skip
+        """Greedy tokens (B, T) after a pruned prefill; decoding continues from each row's last
+        original position, every layer attending to what its cache holds."""
+        a = self.adapter
+        pre = self.prefill(state, schedule, pruner, use_cache=True)
+        token = pre.logits.argmax(-1)
+        done = token == eos_id
+        tokens = [token]
+        last = a.last_position(state)
+        masks = list(pre.layer_valid)
+        for step in range(1, max_new_tokens):
+            if bool(done.all()):
+                break
+            masks = [torch.cat([m, m.new_ones(m.shape[0], 1)], 1) for m in masks]
+            h = a.embed(token[:, None])
+            pos = a.decode_positions(last, step)
+            for i in range(a.num_layers):
+                h = a.run_decode_layer(i, h, pos, masks[i], pre.cache)
+            nxt = a.logits(h[:, -1]).argmax(-1)
+            token = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            tokens.append(token)
+            done |= token == eos_id
+        return torch.stack(tokens, 1), pre

@@ -1,0 +1,173 @@
+"""Pruning schedules and FLOPs budgets.
+
+A schedule is ``keep[0..L-1]``: the fraction of the ORIGINAL visual tokens alive at the input
+of decoder layer ``i``. It never increases (a dropped token does not come back). The number of
+live visual tokens at layer ``i`` is ``round_half_up(keep[i] * Nv)`` everywhere in paretobench.
+
+A budget is a fraction of the unpruned decoder prefill FLOPs of the same input (the paper's
+Table 1 convention, ``mode="total"``), or, as the official VisPCO code defines it, a fraction
+of the prunable range between the text-only floor and the unpruned cost (``mode="prunable"``).
+This module is free of torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from paretobench.flops import DecoderShape, prefill_flops
+
+
+class ScheduleError(ValueError):
+    """A schedule or budget that cannot be run; the message says why in one line."""
+
+
+def keep_count(keep: float, n_visual: int) -> int:
+    """Live visual tokens for a keep fraction (round half up, the one rounding used everywhere)."""
+    return int(math.floor(keep * n_visual + 0.5))
+
+
+@dataclass(frozen=True)
+class PruningSchedule:
+    keep: tuple[float, ...]
+
+    def __post_init__(self):
+        keep = tuple(float(k) for k in self.keep)
+        object.__setattr__(self, "keep", keep)
+        if not keep:
+            raise ScheduleError("a schedule needs one keep fraction per decoder layer, got none")
+        for i, k in enumerate(keep):
+            if not math.isfinite(k):
+                raise ScheduleError(f"keep[{i}] is {k}; keep fractions must be finite numbers")
+            if not 0.0 <= k <= 1.0:
+                raise ScheduleError(f"keep[{i}] = {k:g} is outside [0, 1]")
+        for i in range(1, len(keep)):
+            if keep[i] > keep[i - 1]:
+                raise ScheduleError(
+                    f"keep[{i}] = {keep[i]:g} > keep[{i - 1}] = {keep[i - 1]:g}: a schedule never increases "
+                    "(a dropped token does not come back)"
+                )
+
+    @property
+    def layers(self) -> int:
+        return len(self.keep)
+
+    def counts(self, n_visual: int) -> list[int]:
+        return [keep_count(k, n_visual) for k in self.keep]
+
+    def check_layers(self, layers: int) -> PruningSchedule:
+        if self.layers != layers:
+            raise ScheduleError(f"the schedule has {self.layers} keep fractions; the model has {layers} decoder layers")
+        return self
+
+    @classmethod
+    def full(cls, layers: int) -> PruningSchedule:
+        return cls((1.0,) * layers)
+
+    @classmethod
+    def steps(cls, layers: int, drops: dict[int, float]) -> PruningSchedule:
+        """Keep 1.0 until each given layer, then the given fraction: ``{2: 0.5}`` is FastV's
+        K=2, 50%. Layers must be in range; fractions must not increase."""
+        keep, current = [], 1.0
+        for layer in drops:
+            if not 0 <= layer < layers:
+                raise ScheduleError(f"layer {layer} is out of range for a {layers}-layer decoder")
+        for i in range(layers):
+            current = drops.get(i, current)
+            keep.append(current)
+        return cls(tuple(keep))
+
+    @classmethod
+    def parse(cls, text: str, layers: int) -> PruningSchedule:
+        """``"1,1,0.5,0.5,0.5,0.5,0.5,0.5"`` (one value per layer) or ``"2:0.5,6:0.25"``
+        (layer:keep steps, keep 1.0 before the first)."""
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise ScheduleError("empty schedule")
+        try:
+            if all(":" in p for p in parts):
+                drops = {}
+                for p in parts:
+                    layer, keep = p.split(":")
+                    drops[int(layer)] = float(keep)
+                return cls.steps(layers, dict(sorted(drops.items())))
+            if any(":" in p for p in parts):
+                raise ScheduleError(f"mixed forms in {text!r}: give one value per layer or layer:keep steps")
+            values = [float(p) for p in parts]
+        except ValueError as e:
+            if isinstance(e, ScheduleError):
+                raise
+            raise ScheduleError(f"cannot read schedule {text!r}: {e}") from None
+        return cls(tuple(values)).check_layers(layers)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k:g}" for k in self.keep)
+
+
+# ----------------------------------------------------------------------------- budgets
+
+BUDGET_MODES = ("total", "prunable")
+
+
+def schedule_flops(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int) -> int:
+    """Decoder prefill FLOPs with the schedule's live token count at each layer."""
+    schedule.check_layers(shape.layers)
+    return prefill_flops(shape, [n_text + c for c in schedule.counts(n_visual)])
+
+
+def flops_fraction(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int,
+                   mode: str = "total") -> float:  # fmt: skip
+    """The schedule's cost as a budget fraction (see the module docstring for the two modes)."""
+    full = prefill_flops(shape, [n_text + n_visual] * shape.layers)
+    cost = schedule_flops(shape, schedule, n_text, n_visual)
+    if mode == "total":
+        return cost / full
+    if mode == "prunable":
+        floor = prefill_flops(shape, [n_text] * shape.layers)
+        return (cost - floor) / (full - floor)
+    raise ScheduleError(f"unknown budget mode {mode!r}; valid: {', '.join(BUDGET_MODES)}")
+
+
+def text_only_fraction(shape: DecoderShape, n_text: int, n_visual: int) -> float:
+    """The lowest reachable total-mode budget: every visual token dropped before layer 0."""
+    return prefill_flops(shape, [n_text] * shape.layers) / prefill_flops(shape, [n_text + n_visual] * shape.layers)
+
+
+def check_budget(budget: float, shape: DecoderShape, n_text: int, n_visual: int, mode: str = "total") -> float:
+    if not math.isfinite(budget) or not 0.0 < budget <= 1.0:
+        raise ScheduleError(f"budget {budget} must be in (0, 1]")
+    if mode == "total":
+        floor = text_only_fraction(shape, n_text, n_visual)
+        if budget < floor:
+            raise ScheduleError(
+                f"budget {budget:g} is below the text-only floor {floor:.3f} of this input "
+                f"({n_text} text + {n_visual} visual tokens): even dropping every visual token costs more"
+            )
+    elif mode not in BUDGET_MODES:
+        raise ScheduleError(f"unknown budget mode {mode!r}; valid: {', '.join(BUDGET_MODES)}")
+    return budget
+
+
+def single_step_for_budget(shape: DecoderShape, layer: int, budget: float, n_text: int, n_visual: int,
+                           mode: str = "total") -> PruningSchedule:  # fmt: skip
+    """The schedule that keeps everything before ``layer`` and, from ``layer`` on, the largest
+    token count whose cost stays within ``budget`` (FastV-style, one step). Raises if even
+    dropping every visual token at ``layer`` costs more."""
+    check_budget(budget, shape, n_text, n_visual, mode)
+    best = None
+    for count in range(n_visual, -1, -1):
+        s = PruningSchedule.steps(shape.layers, {layer: count / n_visual})
+        if keep_count(count / n_visual, n_visual) != count:
+            continue
+        if flops_fraction(shape, s, n_text, n_visual, mode) <= budget + 1e-12:
+            best = s
+            break
+    if best is None:
+        raise ScheduleError(f"budget {budget:g} is out of reach when pruning starts at layer {layer}; "
+                            "start earlier or raise the budget")  # fmt: skip
+    return best
+
+
+def as_schedules(texts: Iterable[str], layers: int) -> Sequence[PruningSchedule]:
+    return [PruningSchedule.parse(t, layers) for t in texts]

@@ -1,0 +1,52 @@
+"""The ``Pruner`` interface: how visual tokens are ranked (and optionally merged) when a
+schedule drops some of them before a decoder layer.
+
+The engine (``paretobench.engine``) decides WHEN and HOW MANY tokens go (the schedule); a
+pruner decides WHICH. At a pruning step the engine hands the pruner a ``ScoreContext``: the
+sequence as it stands (hidden states, original positions, which tokens are visual and which
+image patch each one came from) and, lazily, attention rows recomputed from a decoder layer's
+own q/k projections and RoPE (attention itself stays SDPA/FlashAttention in every layer).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch-free at import, like the rest of the registry targets' modules
+    import torch
+
+    from paretobench.engine import ScoreContext
+    from paretobench.schedule import PruningSchedule
+
+
+class Pruner:
+    """Base class. Subclasses set ``name`` and implement ``scores`` (higher = keep), or
+    override ``select`` when the choice is not a ranking (e.g. evenly spaced tokens)."""
+
+    name: str = ""
+
+    def scores(self, ctx: ScoreContext) -> torch.Tensor:
+        """(B, n) importance of every position of the current sequence; only the entries of
+        live visual tokens are read."""
+        raise NotImplementedError
+
+    def select(self, ctx: ScoreContext, k: list[int]) -> list[torch.Tensor]:
+        """Per row, the sequence positions of the ``k[b]`` visual tokens to keep."""
+        import torch
+
+        scores = self.scores(ctx).float()
+        out = []
+        for b, count in enumerate(k):
+            alive = ctx.visual_positions(b)
+            # stable order: ties go to the earlier token
+            order = torch.sort(scores[b, alive], descending=True, stable=True).indices[:count]
+            out.append(alive[order].sort().values)
+        return out
+
+    def preset(self, layers: int) -> PruningSchedule:
+        """The method's published default schedule, for a decoder with ``layers`` layers."""
+        raise NotImplementedError(f"{self.name} has no preset schedule")
+
+    def config(self) -> dict:
+        """Everything that changes which tokens this pruner keeps (part of an evaluation's key)."""
+        return {"name": self.name}

@@ -1,0 +1,128 @@
+"""The pruned-inference engine against the model's own computations."""
+
+import pytest
+import torch
+
+from paretobench.adapters import UnsupportedModel, adapter_for
+from paretobench.data.tsv import read_tsv
+from paretobench.engine import Engine
+from paretobench.flops import DecoderShape, counting_mode, lm_head_flops, prefill_flops
+from paretobench.models.loading import load_model
+from paretobench.schedule import PruningSchedule
+from pruners.baselines import Random, Spatial
+from pruners.fastv import FastV
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir))
+    return loaded.model, loaded.processor
+
+
+@pytest.fixture(scope="module")
+def samples(synth_dir):
+    # different prompt lengths, so a batch is left-padded
+    return read_tsv(synth_dir / "synth8_colour.tsv")[:2] + read_tsv(synth_dir / "synth8_relation.tsv")[:2]
+
+
+def _state(model, processor, samples, keys=None):
+    a = adapter_for(model, processor)
+    inputs, feats = a.encode(samples)
+    return a, inputs, a.prepare(inputs, feats, keys=keys)
+
+
+def test_keep_all_equals_the_models_own_forward(tiny, samples):
+    model, processor = tiny
+    a, inputs, state = _state(model, processor, samples)
+    assert not bool(state.valid.all())  # the batch is padded
+    got = Engine(a).prefill(state).logits
+    with torch.no_grad():
+        want = model(**inputs).logits[:, -1]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pruner", [FastV(), Random(seed=3), Spatial()], ids=lambda p: p.name)
+def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner):
+    model, processor = tiny
+    schedule = PruningSchedule.parse("1,0.5", 2)
+    a, _, state = _state(model, processor, samples)
+    batch = Engine(a).prefill(state, schedule, pruner)
+    for i, s in enumerate(samples):
+        _, _, one = _state(model, processor, [s], keys=[i])
+        alone = Engine(a).prefill(one, schedule, pruner)
+        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
+        assert batch.score_flops[i] == alone.score_flops[0]
+
+
+def test_live_visual_tokens_follow_the_schedule(tiny, samples):
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    nv = state.visual_counts()[0]
+    for text in ("0.5,0.5", "1,0.25", "0.3,0", "1,1"):
+        schedule = PruningSchedule.parse(text, 2)
+        result = Engine(a).prefill(state, schedule, FastV())
+        assert result.live_visual == [[c] * len(samples) for c in schedule.counts(nv)]
+
+
+def test_keep_all_greedy_generation_equals_generate(tiny, samples):
+    model, processor = tiny
+    a, inputs, state = _state(model, processor, samples)
+    tok = processor.tokenizer
+    got, _ = Engine(a).generate(state, max_new_tokens=5, eos_id=-1, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        want = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
+    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+
+
+def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
+    """Score rows recomputed from captured q/k (SDPA on) = the eager attention map's
+    head-mean last row, captured by a hook on the layer before the pruning step."""
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    seen = {}
+
+    class Spy(FastV):
+        def scores(self, ctx):
+            seen["scores"] = super().scores(ctx)
+            return seen["scores"]
+
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
+    model.set_attn_implementation("eager")
+    try:
+        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
+        Engine(a).prefill(state)
+        hook.remove()
+    finally:
+        model.set_attn_implementation("sdpa")
+    want = seen["eager"].mean(1)[:, -1]  # (B, n): head-mean attention of the last position
+    visual = state.visual
+    torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)
+
+
+def test_analytic_flops_equal_the_counted_flops_of_the_pruned_forward(tiny, samples):
+    model, processor = tiny
+    shape = DecoderShape.from_config(model.config.text_config)
+    a, _, state = _state(model, processor, samples[:1])
+    for text in ("1,1", "1,0.5", "0.5,0.5", "0.2,0", "1,0"):
+        schedule = PruningSchedule.parse(text, 2)
+        with counting_mode() as counter:
+            result = Engine(a).prefill(state, schedule, FastV())
+        analytic = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0] + lm_head_flops(shape)
+        assert counter.get_total_flops() == analytic, text
+
+
+def test_a_schedule_that_drops_tokens_needs_a_pruner(tiny, samples):
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples[:1])
+    with pytest.raises(ValueError, match="pruner"):
+        Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2))
+
+
+def test_unsupported_architecture_is_named(tiny):
+    model, processor = tiny
+
+    class Fake:
+        config = type("C", (), {"model_type": "blip-2", "text_config": None})()
+
+    with pytest.raises(UnsupportedModel, match="blip-2"):
+        adapter_for(Fake(), processor)
