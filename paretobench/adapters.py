@@ -196,6 +196,15 @@ class LlavaAdapter:
         ]
 
 
+def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
+    """Mean text tokens of the samples' prompts, and the visual tokens of the first image."""
+    tok = adapter.processor.tokenizer
+    ids = tok(chat_prompts(adapter.processor, samples)).input_ids
+    n_text = sum(len(x) - x.count(adapter.image_token_id) for x in ids) / len(ids)
+    _, feats = adapter.encode(samples[:1])
+    return n_text, int(feats[0].shape[0])
+
+
 ADAPTERS = {"llava": LlavaAdapter}
 LLAMA_FAMILY = {"llama", "mistral"}
 

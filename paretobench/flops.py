@@ -78,3 +78,9 @@ def counting_mode():
 
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     return FlopCounterMode(display=False, custom_mapping={op: cpu_flash})
+
+
+def paper_eq2_flops(hidden: int, tokens_per_layer) -> int:
+    """The VisPCO paper's Eq. 2: ``sum_i 24*N_i*D^2 + 4*N_i^2*D`` (a standard MHA layer with a
+    4*D two-matrix FFN; no GQA, no SwiGLU). A named alternative to the exact count above."""
+    return sum(24 * n * hidden**2 + 4 * n * n * hidden for n in tokens_per_layer)

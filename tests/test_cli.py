@@ -31,3 +31,38 @@ def test_list_json(capsys):
     assert main(["list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "tiny-llava" in out["models"] and "synth8" in out["datasets"]
+
+
+def test_pruned_eval_reports_flops_fraction_and_live_tokens(tiny_model_dir, synth_dir, capsys):
+    args = ["eval", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "1", "--json"]
+    assert main(args + ["--pruner", "random", "--schedule", "1,0.25"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"]["live_visual_per_layer"] == [144, 36]
+    assert out["pruner"] == {"name": "random", "seed": 0} and out["schedule"] == [1.0, 0.25]
+    assert 0.5 < out["flops"]["fraction"] < 1.0
+    assert main(args + ["--budget", "0.6"]) == 0  # fastv, one step at its default layer (1 of 2 here)
+    out = json.loads(capsys.readouterr().out)
+    assert out["flops"]["fraction"] <= 0.6 + 0.02 and out["pruner"]["name"] == "fastv"
+
+
+def test_flops_json_needs_only_the_config(tiny_model_dir, capsys):
+    assert main(["flops", "--model", str(tiny_model_dir), "--schedule", "1:0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["visual_per_layer"] == [144, 72] and out["flops"] == sum(out["flops_per_layer"])
+    assert 0 < out["fraction"] < 1 and out["paper_eq2"]["fraction"] < 1
+
+
+def test_bad_schedules_and_budgets_are_one_line_errors(tiny_model_dir, synth_dir, capsys):
+    base = ["eval", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "1"]
+    cases = [
+        (["--schedule", "1,0.5,0.5"], "2 decoder layers"),
+        (["--schedule", "1,1.5"], "outside [0, 1]"),
+        (["--schedule", "0.5,1"], "never increases"),
+        (["--schedule", "1,nan"], "finite"),
+        (["--budget", "0.01"], "text-only floor"),
+        (["--pruner", "fastvv", "--schedule", "1,0.5"], "did you mean 'fastv'"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err

@@ -99,3 +99,17 @@ def test_options_alone_do_not_give_the_answer_away(family):
     letters = np.bincount([q.answer for q in questions], minlength=len(questions[0].options)) / len(questions)
     assert central_acc <= chance + 0.12, f"{family}: the most central option is right {central_acc:.0%} of the time"
     assert letters.max() <= chance + 0.08, f"{family}: answer letters {letters}"
+
+
+def test_generator_output_is_pinned_to_its_version():
+    """Cached benchmarks are kept per ``synth.VERSION``. If this fails after a deliberate change
+    to the generator, bump ``VERSION`` and put the new digest here."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for family in synth.FAMILIES:
+        for q, image, patches in synth.generate(family, seed=0, n=3):
+            h.update(repr((q.question, q.options, q.answer)).encode())
+            h.update(image.tobytes())
+            h.update(patches.tobytes())
+    assert (synth.VERSION, h.hexdigest()) == (2, "8eee83de98a637dc8c74179ddc3ef70e8209a6d02b1d67d674559549a0cdb26b")

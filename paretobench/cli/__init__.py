@@ -10,6 +10,7 @@ COMMANDS = {
     "data": "paretobench.cli.data",
     "train-embedded": "paretobench.cli.train",
     "eval": "paretobench.cli.eval",
+    "flops": "paretobench.cli.flops",
     "model-card": "paretobench.cli.card",
     "list": "paretobench.cli.ls",
 }

@@ -1,4 +1,4 @@
-"""``paretobench eval``: accuracy and prefill FLOPs of a model on a benchmark."""
+"""``paretobench eval``: accuracy, FLOPs and time of a model on a benchmark, unpruned or pruned."""
 
 from __future__ import annotations
 
@@ -8,17 +8,26 @@ from paretobench.cli._output import add_json, emit
 
 EXAMPLES = """examples:
   paretobench eval --model tiny-llava --data synth8 --json
-  paretobench eval --model tiny-llava --data data/synth8-seed1 --limit 50
+  paretobench eval --pruner fastv --preset fastv-default
+  paretobench eval --pruner fastv --budget 0.5 --limit 50
+  paretobench eval --pruner random --schedule 2:0.5,6:0.2
   paretobench eval --model /models/my-llava --data /data/LMUData/MMBench_DEV_EN.tsv
+schedules: one keep fraction per decoder layer ("1,1,0.5,...") or layer:keep steps ("2:0.5,6:0.2")
 """
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="evaluate a model (unpruned) on a benchmark", epilog=EXAMPLES,
+    p = sub.add_parser(name, help="evaluate a model, unpruned or pruned, on a benchmark", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", default="tiny-llava", help="registered model name or local model folder")
     p.add_argument("--data", default="synth8", help="registered dataset, a VLMEvalKit .tsv file, or a folder of them")
     p.add_argument("--limit", type=int, default=None, help="first N questions of each file")
+    p.add_argument("--pruner", default=None, help="how tokens are chosen (default fastv when a schedule drops any)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--schedule", help="keep fractions per layer, or layer:keep steps")
+    how.add_argument("--preset", help="a named schedule: <pruner>-default, vtw, vtw-K, aim")
+    how.add_argument("--budget", type=float, help="fraction of unpruned LLM prefill FLOPs; one step at the "
+                                                  "pruner's default layer")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     add_json(p)
@@ -28,45 +37,105 @@ def add_parser(sub, name):
 def run(args) -> int:
     from paretobench.data.datasets import load_dataset
     from paretobench.models.loading import check_model_dir, load_model
+    from paretobench.registry import PRUNERS
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
-    check_model_dir(args.model)
-    dataset = load_dataset(args.data, limit=args.limit)  # validated before the model loads
+    pruner_name = args.pruner or ("fastv" if (args.schedule or args.preset or args.budget is not None) else None)
+    pruner_cls = PRUNERS.get(pruner_name) if pruner_name else None  # unknown names fail before loading
+    _, path = check_model_dir(args.model)
+    schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
+    dataset = load_dataset(args.data, limit=args.limit)
     loaded = load_model(args.model)
+    if args.budget is not None:
+        schedule = budget_schedule(args.budget, loaded, dataset, pruner_cls)
     result = evaluate_to_dict(loaded, dataset, batch_size=args.batch_size, threads=args.threads,
-                              progress=not args.json)  # fmt: skip
+                              progress=not args.json, schedule=schedule,
+                              pruner=pruner_cls() if pruner_cls else None)  # fmt: skip
     lines = [
-        f"{result['model']} on {result['data']} ({result['n']} questions)",
+        f"{result['model']} on {result['data']} ({result['n']} questions)"
+        + (f", {result['pruner']['name']} pruning, schedule {result['schedule_text']}" if result["schedule"] else ""),
         f"  accuracy          {result['accuracy']:.4f}",
         *(f"  {c:<17} {a:.4f}" for c, a in result["per_category"].items()),
-        f"  LLM prefill FLOPs {result['flops']['llm_prefill']:.4g} per sample "
-        f"({result['tokens']['visual']:.0f} visual + {result['tokens']['text']:.1f} text tokens)",
-        f"  time              {result['seconds']:.1f} s",
+        f"  LLM prefill FLOPs {result['flops']['llm_prefill']:.4g} per sample, {result['flops']['fraction']:.3f} of "
+        f"unpruned ({result['tokens']['visual']:.0f} visual + {result['tokens']['text']:.1f} text tokens)",
+        f"  live visual/layer {' '.join(f'{v:.0f}' for v in result['tokens']['live_visual_per_layer'])}",
+        f"  time              {result['seconds']:.1f} s ({1000 * result['seconds_per_sample']:.1f} ms/sample)",
     ]
     emit(result, args.json, "\n".join(lines))
     return 0
 
 
-def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=False, **kw) -> dict:
+def decoder_layers(path) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    return getattr(config, "text_config", config).num_hidden_layers
+
+
+def resolve_schedule(args, layers: int):
+    """The schedule ``--schedule`` or ``--preset`` asks for (None otherwise), checked against
+    the model's depth."""
+    from paretobench import presets
+    from paretobench.schedule import PruningSchedule
+
+    if args.schedule:
+        return PruningSchedule.parse(args.schedule, layers)
+    if args.preset:
+        return presets.resolve(args.preset, layers)
+    return None
+
+
+def budget_schedule(budget: float, loaded, dataset, pruner_cls):
+    """One step at the layer where the pruner's own preset starts, sized so that the average
+    input of the dataset meets ``budget``."""
+    from paretobench.adapters import adapter_for, text_token_counts
+    from paretobench.flops import DecoderShape
+    from paretobench.schedule import single_step_for_budget
+
+    layers = loaded.model.config.text_config.num_hidden_layers
+    adapter = adapter_for(loaded.model, loaded.processor)
+    n_text, n_visual = text_token_counts(adapter, dataset.samples)
+    preset = pruner_cls().preset(layers) if pruner_cls else None
+    layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
+    shape = DecoderShape.from_config(loaded.model.config.text_config)
+    return single_step_for_budget(shape, layer, budget, round(n_text), n_visual)
+
+
+def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=False, schedule=None, pruner=None,
+                     **kw) -> dict:  # fmt: skip
     import torch
 
     from paretobench.evaluate import evaluate
 
     if threads:
         torch.set_num_threads(threads)
-    r = evaluate(loaded.model, loaded.processor, dataset.samples, batch_size=batch_size, progress=progress, **kw)
+    r = evaluate(loaded.model, loaded.processor, dataset.samples, batch_size=batch_size, progress=progress,
+                 schedule=schedule, pruner=pruner, **kw)  # fmt: skip
     return {
         "model": loaded.name,
         "model_path": str(loaded.path),
         "data": dataset.name,
         "data_fingerprint": dataset.fingerprint,
+        "pruner": pruner.config() if pruner else None,
+        "schedule": list(schedule.keep) if schedule else None,
+        "schedule_text": str(schedule) if schedule else None,
         "n": r.scores["n"],
         "accuracy": r.scores["accuracy"],
         "mean_of_categories": r.scores["mean_of_categories"],
         "per_category": r.scores["per_category"],
         "n_per_category": r.scores["n_per_category"],
-        "flops": {"llm_prefill": r.llm_prefill_flops},
-        "tokens": {"visual": r.visual_tokens, "visual_kept": r.kept_visual_tokens, "text": r.text_tokens},
+        "flops": {
+            "llm_prefill": r.llm_prefill_flops,
+            "unpruned": r.unpruned_flops,
+            "fraction": r.llm_prefill_flops / r.unpruned_flops if r.unpruned_flops else 1.0,
+        },
+        "tokens": {
+            "visual": r.visual_tokens,
+            "visual_kept": r.kept_visual_tokens,
+            "text": r.text_tokens,
+            "live_visual_per_layer": r.live_visual,
+        },
         "seconds": r.seconds,
+        "seconds_per_sample": r.seconds / max(1, r.scores["n"]),
     }

@@ -29,7 +29,7 @@ def synth8(seed: int = 0, n: int = 250) -> Path:
     """The default synth8 test split, generated once into the cache (deterministic)."""
     from paretobench.data import synth
 
-    folder = cache_dir() / "synth8" / f"seed{seed}-n{n}"
+    folder = cache_dir() / "synth8" / f"v{synth.VERSION}-seed{seed}-n{n}"
     if not (folder / "manifest.json").is_file():
         synth.synth(folder, seed=seed, n=n)
     return folder

@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+# bump whenever the generator's output changes: cached copies are kept per version
+VERSION = 2
+
 IMAGE_SIZE = 96
 PATCH = 8
 GRID = IMAGE_SIZE // PATCH  # 12 x 12 = 144 patches
@@ -433,6 +436,6 @@ def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, fam
 
         rows = progress(interleaved(), total=n_train * len(families), desc="synth8 train") if progress else interleaved()
         files["synth8_train.tsv"] = write_tsv(out / "synth8_train.tsv", rows)
-    manifest = {"benchmark": "synth8", "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
+    manifest = {"benchmark": "synth8", "version": VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
