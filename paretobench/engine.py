@@ -131,11 +131,13 @@ class Engine:
         score_flops = [0] * state.h.shape[0]
         for i in range(a.num_layers):
             if prunes[i]:
-                if i == 0:
-                    qk = a.project_qk(0, state)  # no earlier layer: layer 0's projections, paid extra
+                if i == 0 or getattr(pruner, "score_layer", "previous") == "current":
+                    # this layer's own projections of its input (before layer 0 there is no earlier
+                    # layer to capture them from), paid extra
+                    qk = a.project_qk(i, state)
                     for b, n in enumerate(state.valid.sum(1).tolist()):
                         score_flops[b] += a.qk_flops(n)
-                    source = 0
+                    source = i
                 else:
                     qk, source = a.rope_qk(i - 1, state, captured.pop("q"), captured.pop("k")), i - 1
                 ctx = ScoreContext(self, state, i, qk, source)
@@ -144,7 +146,8 @@ class Engine:
             live.append(state.visual_counts())
             tokens.append(state.valid.sum(1).tolist())
             layer_valid.append(state.valid)
-            hooks = a.capture_qk(i, captured) if i + 1 < a.num_layers and prunes[i + 1] else []
+            capture = i + 1 < a.num_layers and prunes[i + 1] and getattr(pruner, "score_layer", "previous") == "previous"
+            hooks = a.capture_qk(i, captured) if capture else []
             try:
                 state = replace(state, h=a.run_layer(i, state, cache))
             finally:

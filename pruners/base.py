@@ -24,6 +24,9 @@ class Pruner:
     override ``select`` when the choice is not a ranking (e.g. evenly spaced tokens)."""
 
     name: str = ""
+    # where attention rows come from at a step before layer i: "previous" = the q/k layer i-1
+    # computed anyway (free), "current" = layer i's projections of its input (extra FLOPs)
+    score_layer: str = "previous"
 
     def scores(self, ctx: ScoreContext) -> torch.Tensor:
         """(B, n) importance of every position of the current sequence; only the entries of

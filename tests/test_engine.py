@@ -11,6 +11,7 @@ from paretobench.models.loading import load_model
 from paretobench.schedule import PruningSchedule
 from pruners.baselines import Random, Spatial
 from pruners.fastv import FastV
+from pruners.pyramiddrop import PyramidDrop
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_keep_all_equals_the_models_own_forward(tiny, samples):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("pruner", [FastV(), Random(seed=3), Spatial()], ids=lambda p: p.name)
+@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), Random(seed=3), Spatial()], ids=lambda p: p.name)
 def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner):
     model, processor = tiny
     schedule = PruningSchedule.parse("1,0.5", 2)
@@ -74,14 +75,16 @@ def test_keep_all_greedy_generation_equals_generate(tiny, samples):
     assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
 
 
-def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
-    """Score rows recomputed from captured q/k (SDPA on) = the eager attention map's
-    head-mean last row, captured by a hook on the layer before the pruning step."""
+@pytest.mark.parametrize("pruner_cls, layer", [(FastV, 0), (PyramidDrop, 1)], ids=["fastv", "pyramiddrop"])
+def test_attention_scores_are_the_eager_attention_maps_last_row(tiny, samples, pruner_cls, layer):
+    """Score rows recomputed from q/k with SDPA on = the eager attention map's head-mean last
+    row, captured by a hook: at the layer before the step (FastV, from the q/k that layer
+    computed) or at the step's layer (PyramidDrop, from that layer's projections)."""
     model, processor = tiny
     a, _, state = _state(model, processor, samples)
     seen = {}
 
-    class Spy(FastV):
+    class Spy(pruner_cls):
         def scores(self, ctx):
             seen["scores"] = super().scores(ctx)
             return seen["scores"]
@@ -89,7 +92,7 @@ def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
     Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
     model.set_attn_implementation("eager")
     try:
-        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
+        hook = a.layers[layer].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
         Engine(a).prefill(state)
         hook.remove()
     finally:
@@ -99,14 +102,15 @@ def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
     torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)
 
 
-def test_analytic_flops_equal_the_counted_flops_of_the_pruned_forward(tiny, samples):
+@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop()], ids=lambda p: p.name)
+def test_analytic_flops_equal_the_counted_flops_of_the_pruned_forward(tiny, samples, pruner):
     model, processor = tiny
     shape = DecoderShape.from_config(model.config.text_config)
     a, _, state = _state(model, processor, samples[:1])
     for text in ("1,1", "1,0.5", "0.5,0.5", "0.2,0", "1,0"):
         schedule = PruningSchedule.parse(text, 2)
         with counting_mode() as counter:
-            result = Engine(a).prefill(state, schedule, FastV())
+            result = Engine(a).prefill(state, schedule, pruner)
         analytic = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0] + lm_head_flops(shape)
         assert counter.get_total_flops() == analytic, text
 
