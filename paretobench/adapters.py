@@ -96,8 +96,8 @@ class LlavaAdapter:
             n_visual.append(len(slots))
         valid = left_pad([torch.ones(len(p), dtype=torch.bool) for p in rows_p], False)
         keys = list(keys) if keys is not None else list(range(len(rows_h)))
-        return SeqState(left_pad(rows_h, 0.0), left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys,
-                        n_visual)  # fmt: skip
+        h = left_pad(rows_h, 0.0)
+        return SeqState(h, left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys, n_visual, h0=h)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)

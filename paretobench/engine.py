@@ -32,6 +32,7 @@ class SeqState:
     slot: torch.Tensor  # (B, n) which visual token (0..Nv-1) a position holds; -1 for text and padding
     keys: list  # one identity per row (seeds per-sample randomness)
     n_visual: list[int]  # per row: the visual tokens the image gave, before any pruning
+    h0: torch.Tensor | None = None  # (B, n, D) the same tokens' layer-0 inputs (their embeddings)
 
     @property
     def visual(self) -> torch.Tensor:
@@ -48,13 +49,16 @@ class SeqState:
         pos = self.pos.new_ones(*self.pos.shape[:-2], b_, n)
         valid = self.valid.new_zeros(b_, n)
         slot = self.slot.new_full((b_, n), -1)
+        h0 = None if self.h0 is None else self.h0.new_zeros(b_, n, d)
         for b, r in enumerate(rows):
             m = len(r)
             h[b, n - m :] = self.h[b, r]
+            if h0 is not None:
+                h0[b, n - m :] = self.h0[b, r]
             pos[..., b, n - m :] = self.pos[..., b, r]
             valid[b, n - m :] = self.valid[b, r]
             slot[b, n - m :] = self.slot[b, r]
-        return SeqState(h, pos, valid, slot, self.keys, self.n_visual)
+        return SeqState(h, pos, valid, slot, self.keys, self.n_visual, h0)
 
 
 class ScoreContext:
@@ -78,9 +82,11 @@ class ScoreContext:
         n = self.state.h.shape[1]
         return torch.full((self.state.h.shape[0], 1), n - 1, dtype=torch.long, device=self.state.h.device)
 
-    def attention(self, query: torch.Tensor) -> torch.Tensor:
+    def attention(self, query: torch.Tensor, n_real: list[int] | None = None) -> torch.Tensor:
         """(B, H, nq, n) attention probabilities of the query positions ``query`` (B, nq) over
-        all keys, as layer ``source`` computes them (causal, padding masked, fp32 softmax)."""
+        all keys, as layer ``source`` computes them (causal, padding masked, fp32 softmax).
+        ``n_real``: per row, how many of the queries are real (the rest pad the batch), for the
+        FLOPs count."""
         q, k = self._q, self._k
         b_, heads, n, e = q.shape
         qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
@@ -91,7 +97,8 @@ class ScoreContext:
         logits = logits.masked_fill(~allowed[:, None], float("-inf"))
         lengths = self.state.valid.sum(1).tolist()
         for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)
-            self.score_flops[b] += 2 * heads * query.shape[1] * lengths[b] * e
+            nq = n_real[b] if n_real is not None else query.shape[1]
+            self.score_flops[b] += 2 * heads * nq * lengths[b] * e
         return logits.softmax(-1)
 
 
@@ -157,19 +164,25 @@ class Engine:
         return PrefillResult(logits, state, layer_valid, live, tokens, score_flops, cache)
 
     def _drop(self, ctx: ScoreContext, pruner, targets: list[int]) -> SeqState:
+        """Keep the visual tokens the pruner selects (and, for merging pruners, give the kept
+        ones the hidden states it merged into them); text tokens always stay."""
         state = ctx.state
         counts = state.visual_counts()
-        chosen = pruner.select(ctx, [min(t, c) for t, c in zip(targets, counts)])
+        want = [min(t, c) for t, c in zip(targets, counts)]
+        chosen = pruner.select(ctx, want)
+        merged = pruner.merge(ctx, chosen)
+        h = state.h
         rows = []
         for b, keep in enumerate(chosen):
-            if len(keep) != min(targets[b], counts[b]):
-                raise RuntimeError(f"{pruner.name} chose {len(keep)} tokens for row {b}, the schedule asks "
-                                   f"{min(targets[b], counts[b])}")  # fmt: skip
+            if len(keep) != want[b] or not bool(state.visual[b, keep].all()):
+                raise RuntimeError(f"{pruner.name} chose {len(keep)} positions for row {b}; the schedule asks for "
+                                   f"{want[b]} live visual tokens")  # fmt: skip
+            if merged is not None and merged[b] is not None:
+                h = h.clone() if h is state.h else h
+                h[b, keep] = merged[b].to(h.dtype)
             text = torch.nonzero(state.valid[b] & ~state.visual[b]).squeeze(1)
             rows.append(torch.cat([text, keep]).sort().values)
-        new = state.gather(rows)
-        merge = getattr(pruner, "merge", None)
-        return merge(ctx, new) if merge else new
+        return replace(state, h=h).gather(rows)
 
     @torch.no_grad()
     def generate(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,

@@ -86,3 +86,4 @@ PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean 
 PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
 PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")
 PRUNERS.register("pyramiddrop", "pruners.pyramiddrop:PyramidDrop", doc="staged drops, last-token attention at the layer")
+PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM", doc="text raters' attention, pruned tokens recycled")

@@ -46,6 +46,11 @@ class Pruner:
             out.append(alive[order].sort().values)
         return out
 
+    def merge(self, ctx: ScoreContext, keep: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
+        """Merging pruners return, per row, new hidden states (len(keep[b]), D) for the kept
+        tokens (e.g. each the mean of a cluster of dropped ones); None = keep them as they are."""
+        return None
+
     def preset(self, layers: int) -> PruningSchedule:
         """The method's published default schedule, for a decoder with ``layers`` layers."""
         raise NotImplementedError(f"{self.name} has no preset schedule")
