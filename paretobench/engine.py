@@ -92,8 +92,9 @@ class ScoreContext:
         qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
         k = k.repeat_interleave(heads // k.shape[1], dim=1)
         logits = torch.matmul(qs, k.transpose(-1, -2)).float() * self.engine.adapter.scaling(self.source)
-        allowed = torch.arange(n, device=q.device)[None, None, :] <= query[:, :, None]  # causal
-        allowed = allowed & self.state.valid[:, None, :]
+        keys = torch.arange(n, device=q.device)[None, None, :]
+        allowed = (keys <= query[:, :, None]) & self.state.valid[:, None, :]  # causal, no padding
+        allowed |= keys == query[:, :, None]  # a padding query sees itself: no empty (NaN) row
         logits = logits.masked_fill(~allowed[:, None], float("-inf"))
         lengths = self.state.valid.sum(1).tolist()
         for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)
@@ -162,6 +163,22 @@ class Engine:
                     hk.remove()
         logits = a.logits(state.h[:, -1])
         return PrefillResult(logits, state, layer_valid, live, tokens, score_flops, cache)
+
+    @torch.no_grad()
+    def observe(self, state: SeqState, fn) -> None:
+        """Run the unpruned prefill and call ``fn(ctx)`` after every layer, with a
+        ``ScoreContext`` over that layer's q/k (calibration statistics, e.g. FitPrune's)."""
+        a = self.adapter
+        for i in range(a.num_layers):
+            captured: dict = {}
+            hooks = a.capture_qk(i, captured)
+            try:
+                h = a.run_layer(i, state, None)
+            finally:
+                for hk in hooks:
+                    hk.remove()
+            fn(ScoreContext(self, state, i + 1, a.rope_qk(i, state, captured["q"], captured["k"]), i))
+            state = replace(state, h=h)
 
     def _drop(self, ctx: ScoreContext, pruner, targets: list[int]) -> SeqState:
         """Keep the visual tokens the pruner selects (and, for merging pruners, give the kept

@@ -87,3 +87,4 @@ PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tok
 PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")
 PRUNERS.register("pyramiddrop", "pruners.pyramiddrop:PyramidDrop", doc="staged drops, last-token attention at the layer")
 PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM", doc="text raters' attention, pruned tokens recycled")
+PRUNERS.register("fitprune", "pruners.fitprune:FitPrune", doc="text x visual attention received; recipe fitted to a budget")

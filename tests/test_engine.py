@@ -11,6 +11,7 @@ from paretobench.models.loading import load_model
 from paretobench.schedule import PruningSchedule
 from pruners.baselines import Random, Spatial
 from pruners.fastv import FastV
+from pruners.fitprune import FitPrune
 from pruners.pyramiddrop import PyramidDrop
 from pruners.sparsevlm import SparseVLM, density_peak_centres
 
@@ -43,7 +44,7 @@ def test_keep_all_equals_the_models_own_forward(tiny, samples):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), Random(seed=3), Spatial()],
+@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), FitPrune(), Random(seed=3), Spatial()],
                          ids=lambda p: p.name)  # fmt: skip
 def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner):
     model, processor = tiny
@@ -186,3 +187,44 @@ def test_density_peak_centres_find_separated_clusters():
     centres, assign = density_peak_centres(blobs, 3)
     assert sorted(assign.bincount().tolist()) == [10, 10, 10]
     assert len({int(c) // 10 for c in centres}) == 3
+
+
+def test_fitprune_scores_are_cross_times_self_attention_received(tiny, samples):
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    seen = {}
+
+    class Spy(FitPrune):
+        def scores(self, ctx):
+            seen["scores"] = super().scores(ctx)
+            return seen["scores"]
+
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
+    model.set_attn_implementation("eager")
+    try:
+        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
+        Engine(a).prefill(state)
+        hook.remove()
+    finally:
+        model.set_attn_implementation("sdpa")
+    for b in range(len(samples)):
+        att = seen["eager"][b].float()  # (H, n, n)
+        visual = state.visual[b]
+        first = int(visual.nonzero().min())
+        text = state.valid[b] & ~visual
+        text[: first + 1] = False
+        cross = att[:, text].sum(1).amax(0)
+        self_ = att[:, visual].sum(1).amax(0)
+        torch.testing.assert_close(seen["scores"][b, visual], (cross * self_)[visual], rtol=1e-4, atol=1e-6)
+
+
+def test_fitprune_recipe_meets_the_budget(tiny, samples):
+    from paretobench.schedule import flops_fraction
+
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    shape = DecoderShape.from_config(model.config.text_config)
+    n_text = int(state.valid[0].sum()) - 144
+    schedule = FitPrune().fit(Engine(a), [state], 0.75, n_text, 144)
+    assert schedule.keep[0] == 1.0 and schedule.keep[1] < 1.0
+    assert flops_fraction(shape, schedule, n_text, 144) <= 0.75

@@ -44,11 +44,17 @@ def run(args) -> int:
     pruner_name = args.pruner or ("fastv" if (args.schedule or args.preset or args.budget is not None) else None)
     pruner_cls = PRUNERS.get(pruner_name) if pruner_name else None  # unknown names fail before loading
     _, path = check_model_dir(args.model)
-    schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
+    budget = args.budget
+    if args.preset and args.preset.endswith("-default") and hasattr(PRUNERS.get(args.preset[:-8]), "fit"):
+        # a fitted method's default is its recipe for its default budget
+        pruner_cls, budget = PRUNERS.get(args.preset[:-8]), PRUNERS.get(args.preset[:-8]).DEFAULT_BUDGET
+        schedule = None
+    else:
+        schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
     dataset = load_dataset(args.data, limit=args.limit)
     loaded = load_model(args.model)
-    if args.budget is not None:
-        schedule = budget_schedule(args.budget, loaded, dataset, pruner_cls)
+    if budget is not None:
+        schedule = budget_schedule(budget, loaded, dataset, pruner_cls)
     result = evaluate_to_dict(loaded, dataset, batch_size=args.batch_size, threads=args.threads,
                               progress=not args.json, schedule=schedule,
                               pruner=pruner_cls() if pruner_cls else None)  # fmt: skip
@@ -86,9 +92,10 @@ def resolve_schedule(args, layers: int):
     return None
 
 
-def budget_schedule(budget: float, loaded, dataset, pruner_cls):
-    """One step at the layer where the pruner's own preset starts, sized so that the average
-    input of the dataset meets ``budget``."""
+def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int = 32):
+    """The schedule for ``budget`` on the dataset's average input: a fitted pruner's own recipe
+    (calibrated on the first ``calibration`` questions), else one step at the layer where the
+    pruner's preset starts."""
     from paretobench.adapters import adapter_for, text_token_counts
     from paretobench.flops import DecoderShape
     from paretobench.schedule import single_step_for_budget
@@ -96,6 +103,13 @@ def budget_schedule(budget: float, loaded, dataset, pruner_cls):
     layers = loaded.model.config.text_config.num_hidden_layers
     adapter = adapter_for(loaded.model, loaded.processor)
     n_text, n_visual = text_token_counts(adapter, dataset.samples)
+    if pruner_cls is not None and hasattr(pruner_cls, "fit"):
+        from paretobench.engine import Engine
+
+        calib = dataset.samples[:: max(1, len(dataset.samples) // calibration)][:calibration]
+        inputs, feats = adapter.encode(calib)
+        state = adapter.prepare(inputs, feats, keys=[s.index for s in calib])
+        return pruner_cls().fit(Engine(adapter), [state], budget, round(n_text), n_visual)
     preset = pruner_cls().preset(layers) if pruner_cls else None
     layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
     shape = DecoderShape.from_config(loaded.model.config.text_config)
