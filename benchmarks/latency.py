@@ -55,8 +55,9 @@ def main(argv=None) -> int:
     samples = [s for s in samples if s.category == family][: args.batch_size]
     adapter = adapter_for(model, loaded.processor)
     engine = Engine(adapter)
-    inputs, feats = adapter.encode(samples)
-    state = adapter.prepare(inputs, feats, keys=[s.index for s in samples])
+    encoded = adapter.encode(samples)
+    inputs, feats = encoded.inputs, encoded.feats
+    state = adapter.prepare(encoded, keys=[s.index for s in samples])
     shape = DecoderShape.from_config(model.config.text_config)
     n_visual = state.n_visual[0]
     n_text = int(state.valid[0].sum()) - n_visual

@@ -11,6 +11,7 @@ Mistral, Vicuna; the embedded ``tiny-llava``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -24,6 +25,15 @@ VisualSelect = Callable[[Sample, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 class UnsupportedModel(ValueError):
     pass
+
+
+@dataclass
+class Encoded:
+    """A batch's processor inputs and its images encoded once (reusable for any schedule)."""
+
+    inputs: dict
+    feats: list[torch.Tensor]  # per image, (Nv, D) features in the language model's space
+    by_slot: dict = field(default_factory=dict)  # per visual token extras for vision-stage pruners
 
 
 def chat_prompts(processor, samples: list[Sample]) -> list[str]:
@@ -58,25 +68,57 @@ class LlavaAdapter:
     # ------------------------------------------------------------------ inputs
 
     @torch.no_grad()
-    def encode(self, samples: list[Sample], image_fn=None):
-        """Processor inputs and per-image features (Nv, D) (computed once, reusable)."""
+    def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
+        """Processor inputs and per-image features. With ``vision_extras``, also the feature
+        layer's CLS attention to each patch (head mean) and the patches' keys there (for
+        vision-stage pruners)."""
         tok = self.processor.tokenizer
         tok.padding_side = "left"
         images = [image_fn(s) if image_fn else s.image() for s in samples]
         inputs = self.processor(images=images, text=chat_prompts(self.processor, samples), return_tensors="pt",
                                 padding=True).to(self.model.device)  # fmt: skip
-        feats = self.model.model.get_image_features(
-            pixel_values=inputs["pixel_values"].to(self.model.dtype),
-            vision_feature_layer=self.model.config.vision_feature_layer,
-            vision_feature_select_strategy=self.model.config.vision_feature_select_strategy,
-        ).pooler_output
-        return inputs, list(feats)
+        captured: dict = {}
+        hooks = self._capture_vision_qk(captured) if vision_extras else []
+        try:
+            feats = self.model.model.get_image_features(
+                pixel_values=inputs["pixel_values"].to(self.model.dtype),
+                vision_feature_layer=self.model.config.vision_feature_layer,
+                vision_feature_select_strategy=self.model.config.vision_feature_select_strategy,
+            ).pooler_output
+        finally:
+            for h in hooks:
+                h.remove()
+        extras = self._vision_extras(captured, feats[0].shape[0]) if vision_extras else {}
+        return Encoded(inputs, list(feats), extras)
+
+    def _vision_attention_layer(self):
+        tower = self.model.model.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers
+        k = self.model.config.vision_feature_layer
+        if isinstance(k, (list, tuple)):
+            raise UnsupportedModel("vision-stage pruning needs a single vision_feature_layer")
+        return layers[k if k < 0 else k - 1]  # hidden_states[k] is the output of layer k - 1
+
+    def _capture_vision_qk(self, store: dict) -> list:
+        attn = self._vision_attention_layer().self_attn
+        return [attn.q_proj.register_forward_hook(lambda m, i, o: store.__setitem__("q", o)),
+                attn.k_proj.register_forward_hook(lambda m, i, o: store.__setitem__("k", o))]  # fmt: skip
+
+    def _vision_extras(self, captured: dict, n_visual: int) -> dict:
+        attn = self._vision_attention_layer().self_attn
+        q, k = captured["q"], captured["k"]
+        b, n, _ = q.shape
+        qh = q.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        kh = k.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        cls = (qh[:, :, :1] @ kh.transpose(-1, -2) * attn.scale).float().softmax(-1).mean(1)[:, 0]  # (B, n)
+        patches = slice(n - n_visual, n)  # the tokens LLaVA passes on (CLS first, if kept, is dropped)
+        return {"vision_cls_attention": cls[:, patches], "vision_keys": k[:, patches]}
 
     @torch.no_grad()
-    def prepare(self, inputs, feats: list[torch.Tensor], *, samples=None, select: VisualSelect | None = None,
-                keys=None) -> SeqState:  # fmt: skip
+    def prepare(self, encoded: Encoded, *, samples=None, select: VisualSelect | None = None, keys=None) -> SeqState:
         """The sequence entering layer 0. ``select`` may replace or drop visual tokens per sample
         before the LLM (dropped ones leave gaps in the positions, as pruning does)."""
+        inputs, feats = encoded.inputs, encoded.feats
         embeds = self.model.get_input_embeddings()(inputs["input_ids"])
         mask = inputs["attention_mask"]
         positions = (mask.cumsum(1) - 1).clamp(min=0)
@@ -97,7 +139,9 @@ class LlavaAdapter:
         valid = left_pad([torch.ones(len(p), dtype=torch.bool) for p in rows_p], False)
         keys = list(keys) if keys is not None else list(range(len(rows_h)))
         h = left_pad(rows_h, 0.0)
-        return SeqState(h, left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys, n_visual, h0=h)
+        by_slot = dict(encoded.by_slot)
+        return SeqState(h, left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys, n_visual, h0=h,
+                        by_slot=by_slot)  # fmt: skip
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
@@ -201,8 +245,7 @@ def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
     tok = adapter.processor.tokenizer
     ids = tok(chat_prompts(adapter.processor, samples)).input_ids
     n_text = sum(len(x) - x.count(adapter.image_token_id) for x in ids) / len(ids)
-    _, feats = adapter.encode(samples[:1])
-    return n_text, int(feats[0].shape[0])
+    return n_text, int(adapter.encode(samples[:1]).feats[0].shape[0])
 
 
 ADAPTERS = {"llava": LlavaAdapter}

@@ -33,6 +33,9 @@ class SeqState:
     keys: list  # one identity per row (seeds per-sample randomness)
     n_visual: list[int]  # per row: the visual tokens the image gave, before any pruning
     h0: torch.Tensor | None = None  # (B, n, D) the same tokens' layer-0 inputs (their embeddings)
+    # per-row, per-visual-token (slot) data that survives pruning unchanged, e.g. the vision
+    # tower's CLS attention ("vision_cls_attention", (B, Nv)) and keys ("vision_keys", (B, Nv, Dv))
+    by_slot: dict = field(default_factory=dict)
 
     @property
     def visual(self) -> torch.Tensor:
@@ -58,7 +61,7 @@ class SeqState:
             pos[..., b, n - m :] = self.pos[..., b, r]
             valid[b, n - m :] = self.valid[b, r]
             slot[b, n - m :] = self.slot[b, r]
-        return SeqState(h, pos, valid, slot, self.keys, self.n_visual, h0)
+        return SeqState(h, pos, valid, slot, self.keys, self.n_visual, h0, self.by_slot)
 
 
 class ScoreContext:
@@ -128,6 +131,7 @@ class Engine:
                 use_cache: bool = False) -> PrefillResult:  # fmt: skip
         a = self.adapter
         schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
+        state = replace(state, by_slot=dict(state.by_slot))  # pruners may add to it; this run only
         targets = self._steps(schedule, state.n_visual)
         prunes = [any(t < c for t, c in zip(targets[i], targets[i - 1] if i else state.visual_counts()))
                   for i in range(a.num_layers)]  # fmt: skip

@@ -68,8 +68,8 @@ def evaluate(
     start = time.perf_counter()
     for i in batches:
         chunk = samples[i : i + batch_size]
-        inputs, feats = adapter.encode(chunk, image_fn)
-        state = adapter.prepare(inputs, feats, samples=chunk, select=select, keys=[s.index for s in chunk])
+        encoded = adapter.encode(chunk, image_fn, vision_extras=getattr(pruner, "needs_vision", False))
+        state = adapter.prepare(encoded, samples=chunk, select=select, keys=[s.index for s in chunk])
         out, pre = engine.generate(state, schedule, pruner, max_new_tokens=max_new_tokens,
                                    eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # fmt: skip
         predictions += tok.batch_decode(out, skip_special_tokens=True)

@@ -88,3 +88,4 @@ PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced toke
 PRUNERS.register("pyramiddrop", "pruners.pyramiddrop:PyramidDrop", doc="staged drops, last-token attention at the layer")
 PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM", doc="text raters' attention, pruned tokens recycled")
 PRUNERS.register("fitprune", "pruners.fitprune:FitPrune", doc="text x visual attention received; recipe fitted to a budget")
+PRUNERS.register("vitcop", "pruners.vitcop:ViTCoP", doc="vision-stage CLS attention, then K-norm per cluster, merging")

@@ -14,6 +14,7 @@ from pruners.fastv import FastV
 from pruners.fitprune import FitPrune
 from pruners.pyramiddrop import PyramidDrop
 from pruners.sparsevlm import SparseVLM, density_peak_centres
+from pruners.vitcop import ViTCoP, _quota
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,8 @@ def samples(synth_dir):
 
 def _state(model, processor, samples, keys=None):
     a = adapter_for(model, processor)
-    inputs, feats = a.encode(samples)
-    return a, inputs, a.prepare(inputs, feats, keys=keys)
+    encoded = a.encode(samples, vision_extras=True)
+    return a, encoded.inputs, a.prepare(encoded, keys=keys)
 
 
 def test_keep_all_equals_the_models_own_forward(tiny, samples):
@@ -44,11 +45,12 @@ def test_keep_all_equals_the_models_own_forward(tiny, samples):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), FitPrune(), Random(seed=3), Spatial()],
+@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), FitPrune(), ViTCoP(), Random(seed=3), Spatial()],
                          ids=lambda p: p.name)  # fmt: skip
-def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner):
+@pytest.mark.parametrize("schedule", ["1,0.5", "0.5,0.25"])
+def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule):
     model, processor = tiny
-    schedule = PruningSchedule.parse("1,0.5", 2)
+    schedule = PruningSchedule.parse(schedule, 2)
     a, _, state = _state(model, processor, samples)
     batch = Engine(a).prefill(state, schedule, pruner)
     for i, s in enumerate(samples):
@@ -228,3 +230,54 @@ def test_fitprune_recipe_meets_the_budget(tiny, samples):
     schedule = FitPrune().fit(Engine(a), [state], 0.75, n_text, 144)
     assert schedule.keep[0] == 1.0 and schedule.keep[1] < 1.0
     assert flops_fraction(shape, schedule, n_text, 144) <= 0.75
+
+
+def test_vitcop_vision_stage_keeps_what_the_cls_token_attends_to(tiny, samples):
+    model, processor = tiny
+    a, inputs, state = _state(model, processor, samples)
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model.model.vision_tower(inputs["pixel_values"], output_attentions=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+    cls = out.attentions[-1].mean(1)[:, 0, 1:]  # head mean, CLS row, patches (feature layer -1)
+    torch.testing.assert_close(state.by_slot["vision_cls_attention"], cls.float(), rtol=0, atol=1e-6)
+    result = Engine(a).prefill(state, PruningSchedule.parse("0.5,0.5", 2), ViTCoP())
+    kept = result.state.slot[result.state.visual].view(len(samples), -1)
+    for b in range(len(samples)):
+        want = torch.sort(cls[b], descending=True, stable=True).indices[:72].sort().values
+        assert torch.equal(kept[b].sort().values, want)
+
+
+def test_vitcop_llm_stage_keeps_the_most_salient_of_every_cluster(tiny, samples):
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples[:1])
+    seen = {}
+
+    class Spy(ViTCoP):
+        def select(self, ctx, k):
+            keep = super().select(ctx, k)
+            seen["norm"] = ctx.keys.float().mean(1).norm(dim=-1)[0]
+            seen["cluster"] = ctx.state.by_slot["vitcop_cluster"][0, ctx.state.slot[0]]
+            seen["alive"], seen["keep"] = ctx.visual_positions(0), keep[0]
+            return keep
+
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
+    alive, keep, cluster, norm = seen["alive"], seen["keep"], seen["cluster"], seen["norm"]
+    assert len(keep) == 36
+    for c in cluster[alive].unique():
+        members = alive[cluster[alive] == c]
+        kept = [p for p in keep.tolist() if p in set(members.tolist())]
+        assert kept, "every cluster keeps a token"
+        dropped = [p for p in members.tolist() if p not in kept]
+        if dropped:  # smaller key norm = more salient
+            assert max(norm[kept]) <= min(norm[dropped])
+
+
+def test_quota_shares_tokens_over_clusters():
+    for sizes, k in (([10, 5, 1], 8), ([3, 3, 3], 2), ([50, 1, 1, 1], 40), ([4, 4], 8)):
+        q = _quota(sizes, k)
+        assert sum(q) == k and all(0 <= a <= s for a, s in zip(q, sizes))
+        if k >= len(sizes):
+            assert all(a >= 1 for a in q)

@@ -57,8 +57,7 @@ def test_dropping_tokens_keeps_original_positions(tiny, samples):
         return feats[keep], keep
 
     adapter = adapter_for(model, processor)
-    inputs, feats = adapter.encode(samples[:2])
-    state = adapter.prepare(inputs, feats, samples=samples[:2], select=select)
+    state = adapter.prepare(adapter.encode(samples[:2]), samples=samples[:2], select=select)
     assert state.visual_counts() == [48, 48] and state.n_visual == [144, 144]
     ours = Engine(adapter).prefill(state).logits
     with torch.no_grad():

@@ -107,8 +107,7 @@ def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int
         from paretobench.engine import Engine
 
         calib = dataset.samples[:: max(1, len(dataset.samples) // calibration)][:calibration]
-        inputs, feats = adapter.encode(calib)
-        state = adapter.prepare(inputs, feats, keys=[s.index for s in calib])
+        state = adapter.prepare(adapter.encode(calib), keys=[s.index for s in calib])
         return pruner_cls().fit(Engine(adapter), [state], budget, round(n_text), n_visual)
     preset = pruner_cls().preset(layers) if pruner_cls else None
     layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
