@@ -67,15 +67,26 @@ class SeqState:
 class ScoreContext:
     """What a pruner sees at a pruning step before decoder layer ``layer``."""
 
-    def __init__(self, engine: Engine, state: SeqState, layer: int, qk: tuple[torch.Tensor, torch.Tensor], source: int):
+    def __init__(self, engine: Engine, state: SeqState, layer: int, qk, source: int, *, projects: bool = False):
         self.engine, self.state, self.layer, self.source = engine, state, layer, source
-        self._q, self._k = qk  # (B, H, n, e), (B, G, n, e), RoPE applied
+        self._qk_source = qk  # a function giving (q, k), run only if a pruner asks for them
+        self._projects = projects  # whether that runs the q/k projections (extra FLOPs)
+        self._qk = None
         self.score_flops = [0] * state.h.shape[0]  # per row, what the score rows cost
+
+    def _projections(self):
+        """(B, H, n, e) queries and (B, G, n, e) keys of layer ``source``, RoPE applied."""
+        if self._qk is None:
+            self._qk = self._qk_source()
+            if self._projects:
+                for b, n in enumerate(self.state.valid.sum(1).tolist()):
+                    self.score_flops[b] += self.engine.adapter.qk_flops(n)
+        return self._qk
 
     @property
     def keys(self) -> torch.Tensor:
         """(B, G, n, e) post-RoPE keys of layer ``source`` (ViTCoP's K-norm reads these)."""
-        return self._k
+        return self._projections()[1]
 
     def visual_positions(self, b: int) -> torch.Tensor:
         return torch.nonzero(self.state.visual[b]).squeeze(1)
@@ -90,7 +101,7 @@ class ScoreContext:
         all keys, as layer ``source`` computes them (causal, padding masked, fp32 softmax).
         ``n_real``: per row, how many of the queries are real (the rest pad the batch), for the
         FLOPs count."""
-        q, k = self._q, self._k
+        q, k = self._projections()
         b_, heads, n, e = q.shape
         qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
         k = k.repeat_interleave(heads // k.shape[1], dim=1)
@@ -145,14 +156,12 @@ class Engine:
             if prunes[i]:
                 if i == 0 or getattr(pruner, "score_layer", "previous") == "current":
                     # this layer's own projections of its input (before layer 0 there is no earlier
-                    # layer to capture them from), paid extra
-                    qk = a.project_qk(i, state)
-                    for b, n in enumerate(state.valid.sum(1).tolist()):
-                        score_flops[b] += a.qk_flops(n)
-                    source = i
+                    # layer to capture them from), computed if the pruner asks, paid extra
+                    qk, source, projects = (lambda st=state, layer=i: a.project_qk(layer, st)), i, True
                 else:
-                    qk, source = a.rope_qk(i - 1, state, captured.pop("q"), captured.pop("k")), i - 1
-                ctx = ScoreContext(self, state, i, qk, source)
+                    q, k = captured.pop("q"), captured.pop("k")
+                    qk, source, projects = (lambda st=state, layer=i - 1: a.rope_qk(layer, st, q, k)), i - 1, False
+                ctx = ScoreContext(self, state, i, qk, source, projects=projects)
                 state = self._drop(ctx, pruner, targets[i])
                 score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
             live.append(state.visual_counts())
@@ -181,7 +190,8 @@ class Engine:
             finally:
                 for hk in hooks:
                     hk.remove()
-            fn(ScoreContext(self, state, i + 1, a.rope_qk(i, state, captured["q"], captured["k"]), i))
+            qk = lambda st=state, layer=i, c=captured: a.rope_qk(layer, st, c["q"], c["k"])  # noqa: E731
+            fn(ScoreContext(self, state, i + 1, qk, i))
             state = replace(state, h=h)
 
     def _drop(self, ctx: ScoreContext, pruner, targets: list[int]) -> SeqState:
