@@ -55,41 +55,66 @@ def evaluate(
     progress: bool = False,
 ) -> EvalResult:
     """Answer every sample greedily (pruned as ``schedule`` and ``pruner`` say) and score it."""
+    return evaluate_many(model, processor, samples, [(schedule, pruner)], batch_size=batch_size, select=select,
+                         image_fn=image_fn, max_new_tokens=max_new_tokens, progress=progress)[0]  # fmt: skip
+
+
+def evaluate_many(
+    model,
+    processor,
+    samples: list[Sample],
+    configs: list[tuple[PruningSchedule | None, object]],
+    *,
+    batch_size: int = 32,
+    select: VisualSelect | None = None,
+    image_fn: Callable[[Sample], object] | None = None,
+    max_new_tokens: int = 4,
+    progress: bool = False,
+) -> list[EvalResult]:
+    """``evaluate`` for several (schedule, pruner) configurations; each batch of images is
+    encoded once and shared by all of them. ``seconds`` of each result covers its own prefill
+    and decoding (the shared encoding is not counted)."""
     tok = processor.tokenizer
     adapter = adapter_for(model, processor)
     engine = Engine(adapter)
     shape = DecoderShape.from_config(model.config.text_config)
-    predictions, n_visual, n_kept, n_text, flops, full, live = [], [], [], [], [], [], []
+    vision = any(getattr(p, "needs_vision", False) for _, p in configs)
+    acc = [{"pred": [], "nv": [], "kept": [], "nt": [], "flops": [], "full": [], "live": [], "sec": 0.0}
+           for _ in configs]  # fmt: skip
     batches = range(0, len(samples), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="eval", unit="batch", mininterval=2.0)
-    start = time.perf_counter()
     for i in batches:
         chunk = samples[i : i + batch_size]
-        encoded = adapter.encode(chunk, image_fn, vision_extras=getattr(pruner, "needs_vision", False))
+        encoded = adapter.encode(chunk, image_fn, vision_extras=vision)
         state = adapter.prepare(encoded, samples=chunk, select=select, keys=[s.index for s in chunk])
-        out, pre = engine.generate(state, schedule, pruner, max_new_tokens=max_new_tokens,
-                                   eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # fmt: skip
-        predictions += tok.batch_decode(out, skip_special_tokens=True)
-        for b in range(len(chunk)):
-            nt = pre.tokens[0][b] - pre.live_visual[0][b]
-            n_visual.append(state.n_visual[b]), n_kept.append(pre.live_visual[0][b]), n_text.append(nt)
-            live.append([layer[b] for layer in pre.live_visual])
-            flops.append(prefill_flops(shape, [layer[b] for layer in pre.tokens]) + pre.score_flops[b])
-            full.append(prefill_flops(shape, [nt + state.n_visual[b]] * shape.layers))
-    seconds = time.perf_counter() - start
-    correct = [is_correct(s, p) for s, p in zip(samples, predictions)]
-    return EvalResult(
-        predictions=predictions,
-        correct=correct,
-        scores=accuracy([s.category for s in samples], correct),
-        visual_tokens=_mean(n_visual),
-        kept_visual_tokens=_mean(n_kept),
-        text_tokens=_mean(n_text),
-        live_visual=[_mean(col) for col in zip(*live)],
-        llm_prefill_flops=_mean(flops),
-        unpruned_flops=_mean(full),
-        seconds=seconds,
-    )
+        for (schedule, pruner), r in zip(configs, acc):
+            t0 = time.perf_counter()
+            out, pre = engine.generate(state, schedule, pruner, max_new_tokens=max_new_tokens,
+                                       eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # fmt: skip
+            r["sec"] += time.perf_counter() - t0
+            r["pred"] += tok.batch_decode(out, skip_special_tokens=True)
+            for b in range(len(chunk)):
+                nt = pre.tokens[0][b] - pre.live_visual[0][b]
+                r["nv"].append(state.n_visual[b]), r["kept"].append(pre.live_visual[0][b]), r["nt"].append(nt)
+                r["live"].append([layer[b] for layer in pre.live_visual])
+                r["flops"].append(prefill_flops(shape, [layer[b] for layer in pre.tokens]) + pre.score_flops[b])
+                r["full"].append(prefill_flops(shape, [nt + state.n_visual[b]] * shape.layers))
+    results = []
+    for r in acc:
+        correct = [is_correct(s, p) for s, p in zip(samples, r["pred"])]
+        results.append(EvalResult(
+            predictions=r["pred"],
+            correct=correct,
+            scores=accuracy([s.category for s in samples], correct),
+            visual_tokens=_mean(r["nv"]),
+            kept_visual_tokens=_mean(r["kept"]),
+            text_tokens=_mean(r["nt"]),
+            live_visual=[_mean(col) for col in zip(*r["live"])],
+            llm_prefill_flops=_mean(r["flops"]),
+            unpruned_flops=_mean(r["full"]),
+            seconds=r["sec"],
+        ))  # fmt: skip
+    return results

@@ -92,3 +92,18 @@ def test_wrong_model_folder_is_a_clear_error(tmp_path):
     (tmp_path / "noweights" / "config.json").write_text(json.dumps({"model_type": "llava"}))
     with pytest.raises(ModelError, match="holds no weights"):
         load_model(str(tmp_path / "noweights"))
+
+
+def test_evaluate_many_equals_one_at_a_time(tiny, samples):
+    from paretobench.evaluate import evaluate_many
+    from paretobench.schedule import PruningSchedule
+    from pruners.baselines import Random
+    from pruners.fastv import FastV
+
+    configs = [(None, None), (PruningSchedule.parse("1,0.25", 2), FastV()), (PruningSchedule.parse("0.5,0.5", 2), Random())]
+    many = evaluate_many(tiny.model, tiny.processor, samples, configs, batch_size=3)
+    for (schedule, pruner), got in zip(configs, many):
+        one = evaluate(tiny.model, tiny.processor, samples, batch_size=3, schedule=schedule, pruner=pruner)
+        assert got.predictions == one.predictions and got.llm_prefill_flops == one.llm_prefill_flops
+    assert many[1].live_visual == [144, 36] and many[2].live_visual == [72, 72]
+    assert many[1].llm_prefill_flops < many[0].llm_prefill_flops
