@@ -53,7 +53,9 @@ class Pruner:
 
     def preset(self, layers: int) -> PruningSchedule:
         """The method's published default schedule, for a decoder with ``layers`` layers."""
-        raise NotImplementedError(f"{self.name} has no preset schedule")
+        from paretobench.schedule import ScheduleError
+
+        raise ScheduleError(f"{self.name} has no published schedule; give --schedule or --budget")
 
     def config(self) -> dict:
         """Everything that changes which tokens this pruner keeps (part of an evaluation's key)."""
