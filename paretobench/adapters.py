@@ -6,11 +6,15 @@ positions, calls a decoder layer with the right mask, and turns the last hidden 
 logits. ``adapter_for(model, processor)`` picks one by the model's config.
 
 ``LlavaAdapter`` covers ``LlavaForConditionalGeneration`` with Llama-family decoders (Llama,
-Mistral, Vicuna; the embedded ``tiny-llava``).
+Mistral, Vicuna; the embedded ``tiny-llava``). ``QwenVLAdapter`` covers Qwen2-VL and Qwen2.5-VL
+(native-resolution images, so a different number of visual tokens per image, and 3-D M-RoPE
+positions). What they share (calling layers, masks, rotary tables, score-row projections) is
+``DecoderAdapter``.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,6 +38,7 @@ class Encoded:
     inputs: dict
     feats: list[torch.Tensor]  # per image, (Nv, D) features in the language model's space
     by_slot: dict = field(default_factory=dict)  # per visual token extras for vision-stage pruners
+    positions: torch.Tensor | None = None  # (..., B, L) original position ids of the padded inputs
 
 
 def chat_prompts(processor, samples: list[Sample]) -> list[str]:
@@ -54,8 +59,15 @@ def left_pad(rows: list[torch.Tensor], value) -> torch.Tensor:
     return out
 
 
-class LlavaAdapter:
-    """LLaVA with a Llama-family decoder: 1-D RoPE, one causal mask for every layer."""
+def _pad_positions(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Left-pad per-row position ids (..., n_b) into (..., B, n)."""
+    return left_pad([r.movedim(-1, 0) for r in rows], 1).movedim((0, 1), (-2, -1))
+
+
+class DecoderAdapter:
+    """What every adapter shares: the decoder's layers called one by one with rotary tables for
+    (gapped) original positions, masks for a left-padded batch, and the score rows' q/k.
+    Subclasses build the inputs (``encode``) and may say what a layer's ``position_ids`` are."""
 
     def __init__(self, model, processor):
         self.model, self.processor = model, processor
@@ -67,52 +79,13 @@ class LlavaAdapter:
 
     # ------------------------------------------------------------------ inputs
 
-    @torch.no_grad()
-    def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
-        """Processor inputs and per-image features. With ``vision_extras``, also the feature
-        layer's CLS attention to each patch (head mean) and the patches' keys there (for
-        vision-stage pruners)."""
+    def _processor_inputs(self, samples: list[Sample], image_fn=None):
+        """The processor's left-padded batch, one image per sample."""
         tok = self.processor.tokenizer
         tok.padding_side = "left"
         images = [image_fn(s) if image_fn else s.image() for s in samples]
-        inputs = self.processor(images=images, text=chat_prompts(self.processor, samples), return_tensors="pt",
-                                padding=True).to(self.model.device)  # fmt: skip
-        captured: dict = {}
-        hooks = self._capture_vision_qk(captured) if vision_extras else []
-        try:
-            feats = self.model.model.get_image_features(
-                pixel_values=inputs["pixel_values"].to(self.model.dtype),
-                vision_feature_layer=self.model.config.vision_feature_layer,
-                vision_feature_select_strategy=self.model.config.vision_feature_select_strategy,
-            ).pooler_output
-        finally:
-            for h in hooks:
-                h.remove()
-        extras = self._vision_extras(captured, feats[0].shape[0]) if vision_extras else {}
-        return Encoded(inputs, list(feats), extras)
-
-    def _vision_attention_layer(self):
-        tower = self.model.model.vision_tower
-        layers = getattr(tower, "vision_model", tower).encoder.layers
-        k = self.model.config.vision_feature_layer
-        if isinstance(k, (list, tuple)):
-            raise UnsupportedModel("vision-stage pruning needs a single vision_feature_layer")
-        return layers[k if k < 0 else k - 1]  # hidden_states[k] is the output of layer k - 1
-
-    def _capture_vision_qk(self, store: dict) -> list:
-        attn = self._vision_attention_layer().self_attn
-        return [attn.q_proj.register_forward_hook(lambda m, i, o: store.__setitem__("q", o)),
-                attn.k_proj.register_forward_hook(lambda m, i, o: store.__setitem__("k", o))]  # fmt: skip
-
-    def _vision_extras(self, captured: dict, n_visual: int) -> dict:
-        attn = self._vision_attention_layer().self_attn
-        q, k = captured["q"], captured["k"]
-        b, n, _ = q.shape
-        qh = q.view(b, n, -1, attn.head_dim).transpose(1, 2)
-        kh = k.view(b, n, -1, attn.head_dim).transpose(1, 2)
-        cls = (qh[:, :, :1] @ kh.transpose(-1, -2) * attn.scale).float().softmax(-1).mean(1)[:, 0]  # (B, n)
-        patches = slice(n - n_visual, n)  # the tokens LLaVA passes on (CLS first, if kept, is dropped)
-        return {"vision_cls_attention": cls[:, patches], "vision_keys": k[:, patches]}
+        return self.processor(images=images, text=chat_prompts(self.processor, samples), return_tensors="pt",
+                              padding=True).to(self.model.device)  # fmt: skip
 
     @torch.no_grad()
     def prepare(self, encoded: Encoded, *, samples=None, select: VisualSelect | None = None, keys=None) -> SeqState:
@@ -121,11 +94,10 @@ class LlavaAdapter:
         inputs, feats = encoded.inputs, encoded.feats
         embeds = self.model.get_input_embeddings()(inputs["input_ids"])
         mask = inputs["attention_mask"]
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
         rows_h, rows_p, rows_s, n_visual = [], [], [], []
         for b in range(embeds.shape[0]):
             valid = mask[b].bool()
-            e, ids, pos = embeds[b][valid], inputs["input_ids"][b][valid], positions[b][valid]
+            e, ids, pos = embeds[b][valid], inputs["input_ids"][b][valid], encoded.positions[..., b, :][..., valid]
             slots = torch.nonzero(ids == self.image_token_id).squeeze(1)
             f, keep = select(samples[b], feats[b]) if select else (feats[b], torch.arange(len(slots)))
             e = e.clone()
@@ -134,19 +106,23 @@ class LlavaAdapter:
             slot[slots[keep]] = torch.as_tensor(keep, device=ids.device)
             alive = slot >= 0
             alive[ids != self.image_token_id] = True
-            rows_h.append(e[alive]), rows_p.append(pos[alive]), rows_s.append(slot[alive])
+            rows_h.append(e[alive]), rows_p.append(pos[..., alive]), rows_s.append(slot[alive])
             n_visual.append(len(slots))
-        valid = left_pad([torch.ones(len(p), dtype=torch.bool) for p in rows_p], False)
+        valid = left_pad([torch.ones(p.shape[-1], dtype=torch.bool) for p in rows_p], False)
         keys = list(keys) if keys is not None else list(range(len(rows_h)))
         h = left_pad(rows_h, 0.0)
         by_slot = dict(encoded.by_slot)
-        return SeqState(h, left_pad(rows_p, 1), valid.to(embeds.device), left_pad(rows_s, -1), keys, n_visual, h0=h,
-                        by_slot=by_slot)  # fmt: skip
+        return SeqState(h, _pad_positions(rows_p), valid.to(embeds.device), left_pad(rows_s, -1), keys, n_visual,
+                        h0=h, by_slot=by_slot)  # fmt: skip
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
     # ------------------------------------------------------------------ layers
+
+    def layer_positions(self, pos: torch.Tensor) -> torch.Tensor | None:
+        """The ``position_ids`` a decoder layer is given (attention kernels may read them)."""
+        return pos
 
     def rope(self, h: torch.Tensor, pos: torch.Tensor, layer: int):
         if self._rope_pos is not pos:  # one table per position tensor (held, so never a stale match)
@@ -176,7 +152,7 @@ class LlavaAdapter:
         return self.layers[i](
             state.h,
             attention_mask=self.prefill_mask(state.valid),
-            position_ids=state.pos,
+            position_ids=self.layer_positions(state.pos),
             past_key_values=cache,
             use_cache=cache is not None,
             position_embeddings=self.rope(state.h, state.pos, i),
@@ -184,8 +160,8 @@ class LlavaAdapter:
 
     def run_decode_layer(self, i: int, h: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, cache) -> torch.Tensor:
         mask = None if bool(valid.all()) else self._as_mask(valid[:, None, None, :])
-        return self.layers[i](h, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                              position_embeddings=self.rope(h, pos, i))  # fmt: skip
+        return self.layers[i](h, attention_mask=mask, position_ids=self.layer_positions(pos), past_key_values=cache,
+                              use_cache=True, position_embeddings=self.rope(h, pos, i))  # fmt: skip
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.lm.norm(h_last))
@@ -196,10 +172,12 @@ class LlavaAdapter:
         return DynamicCache()
 
     def last_position(self, state: SeqState) -> torch.Tensor:
+        """(..., B): each row's last original position, per axis for M-RoPE."""
         return state.pos.masked_fill(~state.valid, -1).max(dim=-1).values
 
     def decode_positions(self, last: torch.Tensor, step: int) -> torch.Tensor:
-        return (last + step)[:, None]
+        """Generated tokens continue from the last position, on every axis alike (as ``generate`` does)."""
+        return (last + step)[..., None]
 
     # ------------------------------------------------------------------ score rows
 
@@ -216,8 +194,9 @@ class LlavaAdapter:
         return q.transpose(1, 2), k.transpose(1, 2)
 
     def rope_qk(self, layer: int, state: SeqState, q: torch.Tensor, k: torch.Tensor):
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
+        # the attention module's own helper: M-RoPE's sections are already laid out in the tables
+        attn = self.layers[layer].self_attn
+        apply_rotary_pos_emb = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         q, k = self._split_heads(layer, q, k)
         cos, sin = self.rope(state.h, state.pos, layer)
         return apply_rotary_pos_emb(q, k, cos, sin)
@@ -240,6 +219,83 @@ class LlavaAdapter:
         ]
 
 
+class LlavaAdapter(DecoderAdapter):
+    """LLaVA with a Llama-family decoder: 1-D RoPE, one causal mask for every layer."""
+
+    @torch.no_grad()
+    def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
+        """Processor inputs and per-image features. With ``vision_extras``, also the feature
+        layer's CLS attention to each patch (head mean) and the patches' keys there (for
+        vision-stage pruners)."""
+        inputs = self._processor_inputs(samples, image_fn)
+        captured: dict = {}
+        hooks = self._capture_vision_qk(captured) if vision_extras else []
+        try:
+            feats = self.model.model.get_image_features(
+                pixel_values=inputs["pixel_values"].to(self.model.dtype),
+                vision_feature_layer=self.model.config.vision_feature_layer,
+                vision_feature_select_strategy=self.model.config.vision_feature_select_strategy,
+            ).pooler_output
+        finally:
+            for h in hooks:
+                h.remove()
+        extras = self._vision_extras(captured, feats[0].shape[0]) if vision_extras else {}
+        positions = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        return Encoded(inputs, list(feats), extras, positions)
+
+    def _vision_attention_layer(self):
+        tower = self.model.model.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers
+        k = self.model.config.vision_feature_layer
+        if isinstance(k, (list, tuple)):
+            raise UnsupportedModel("vision-stage pruning needs a single vision_feature_layer")
+        return layers[k if k < 0 else k - 1]  # hidden_states[k] is the output of layer k - 1
+
+    def _capture_vision_qk(self, store: dict) -> list:
+        attn = self._vision_attention_layer().self_attn
+        return [attn.q_proj.register_forward_hook(lambda m, i, o: store.__setitem__("q", o)),
+                attn.k_proj.register_forward_hook(lambda m, i, o: store.__setitem__("k", o))]  # fmt: skip
+
+    def _vision_extras(self, captured: dict, n_visual: int) -> dict:
+        attn = self._vision_attention_layer().self_attn
+        q, k = captured["q"], captured["k"]
+        b, n, _ = q.shape
+        qh = q.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        kh = k.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        cls = (qh[:, :, :1] @ kh.transpose(-1, -2) * attn.scale).float().softmax(-1).mean(1)[:, 0]  # (B, n)
+        patches = slice(n - n_visual, n)  # the tokens LLaVA passes on (CLS first, if kept, is dropped)
+        return {"vision_cls_attention": cls[:, patches], "vision_keys": k[:, patches]}
+
+
+class QwenVLAdapter(DecoderAdapter):
+    """Qwen2-VL / Qwen2.5-VL: native-resolution images (visual tokens per image vary), 3-D M-RoPE
+    positions (3, B, n) (temporal, height, width) computed once on the full sequence, so dropped
+    tokens leave gaps and kept ones keep their place in the image grid."""
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        if "sliding_attention" in getattr(self.lm.config, "layer_types", ()):
+            raise UnsupportedModel(f"{model.config.model_type} with sliding-window layers is not supported")
+
+    @torch.no_grad()
+    def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
+        """Processor inputs, per-image features and the M-RoPE positions of the full sequence."""
+        if vision_extras:
+            raise UnsupportedModel(f"vision-stage pruning is not supported for {self.model.config.model_type} yet")
+        inputs = self._processor_inputs(samples, image_fn)
+        if "mm_token_type_ids" not in inputs:  # without it get_rope_index would give 1-D positions
+            inputs["mm_token_type_ids"] = (inputs["input_ids"] == self.image_token_id).long()
+        vlm, grid = self.model.model, inputs["image_grid_thw"]
+        feats = vlm.get_image_features(inputs["pixel_values"], grid).pooler_output
+        positions, _ = vlm.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
+                                          image_grid_thw=grid, attention_mask=inputs["attention_mask"])  # fmt: skip
+        return Encoded(inputs, list(feats), {}, positions)
+
+    def layer_positions(self, pos: torch.Tensor) -> None:
+        # the model gives its layers no position_ids for 3-D positions (only packed FA2 inputs carry them)
+        return None
+
+
 def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
     """Mean text tokens of the samples' prompts, and the visual tokens of the first image."""
     tok = adapter.processor.tokenizer
@@ -248,8 +304,8 @@ def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
     return n_text, int(adapter.encode(samples[:1]).feats[0].shape[0])
 
 
-ADAPTERS = {"llava": LlavaAdapter}
 LLAMA_FAMILY = {"llama", "mistral"}
+QWEN_VL = {"qwen2_vl", "qwen2_5_vl"}
 
 
 def adapter_for(model, processor):
@@ -257,8 +313,10 @@ def adapter_for(model, processor):
     kind = cfg.model_type
     if kind == "llava" and cfg.text_config.model_type in LLAMA_FAMILY:
         return LlavaAdapter(model, processor)
+    if kind in QWEN_VL:
+        return QwenVLAdapter(model, processor)
     text = getattr(getattr(cfg, "text_config", None), "model_type", None)
     raise UnsupportedModel(
         f"no pruning adapter for model_type {kind!r}" + (f" with a {text!r} decoder" if text else "")
-        + "; supported: llava (llama, mistral decoders)"
+        + "; supported: llava (llama, mistral decoders), qwen2_vl, qwen2_5_vl"
     )

@@ -1,0 +1,240 @@
+"""The Qwen2-VL / Qwen2.5-VL adapter against the model's own computations (tiny random models
+built offline: native-resolution images of different sizes, 3-D M-RoPE positions)."""
+
+import pytest
+import torch
+
+from paretobench.adapters import QwenVLAdapter, adapter_for
+from paretobench.data.tsv import read_tsv
+from paretobench.engine import Engine
+from paretobench.schedule import PruningSchedule, keep_count
+from pruners.baselines import Random
+from pruners.fastv import FastV
+
+SPECIAL = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PATCH = 8  # with 2x2 merging, one visual token per 16x16 pixels
+# per sample (by index): image size (width, height) -> visual tokens (12, 4, 12 in a transposed grid)
+IMAGE_SIZES = [(64, 48), (32, 32), (48, 64)]
+
+
+def build_processor(kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from paretobench.models.tiny_llava import vocabulary
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*vocabulary(), *SPECIAL, "user", "assistant"]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
+    )  # fmt: skip
+    image_processor = Qwen2VLImageProcessorPil(patch_size=PATCH, merge_size=2, temporal_patch_size=2,
+                                               min_pixels=16 * 16, max_pixels=64 * 64)  # fmt: skip
+    base = Qwen2_5_VLProcessor if kind == "qwen2_5_vl" else Qwen2VLProcessor
+
+    class Processor(base):
+        # the video processor's class check needs torchvision (not installed); images only here
+        def check_argument_for_proper_class(self, name, arg):
+            if name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(name, arg)
+
+    return Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(kind: str, processor, seed: int = 0):
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+                              Qwen2VLForConditionalGeneration)  # fmt: skip
+
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
+    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                # head_dim 16: 8 rotary frequencies split over (temporal, height, width); a small theta
+                # and larger weights than the default init make the logits depend visibly on positions
+                rope_parameters={"rope_type": "default", "rope_theta": 100.0, "mrope_section": [2, 3, 3]},
+                initializer_range=0.1)  # fmt: skip
+    if kind == "qwen2_5_vl":
+        config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2, window_size=32,
+                      fullatt_block_indexes=[0])  # fmt: skip
+    else:
+        config_cls, model_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        vision = dict(depth=1, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=PATCH,
+                      spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    config = config_cls(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False, initializer_range=0.1,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    return model
+
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+def tiny(request):
+    processor = build_processor(request.param)
+    return build_model(request.param, processor), processor
+
+
+@pytest.fixture(scope="module")
+def samples(synth_dir):
+    # different prompt lengths and image sizes, so a batch is left-padded
+    return read_tsv(synth_dir / "synth8_colour.tsv")[:2] + read_tsv(synth_dir / "synth8_relation.tsv")[:1]
+
+
+def _image_fn(samples):
+    sizes = {s.index: size for s, size in zip(samples, IMAGE_SIZES)}
+    return lambda s: s.image().resize(sizes[s.index])
+
+
+def _state(model, processor, samples, batch=None, keys=None):
+    """Encode ``batch`` (default: all samples), each sample's image at its own size."""
+    a = adapter_for(model, processor)
+    encoded = a.encode(batch or samples, _image_fn(samples))
+    return a, encoded, a.prepare(encoded, keys=keys)
+
+
+def test_positions_are_3d_and_rows_have_different_visual_counts(tiny, samples):
+    model, processor = tiny
+    a, encoded, state = _state(model, processor, samples)
+    assert isinstance(a, QwenVLAdapter)
+    assert state.n_visual == [12, 4, 12]
+    assert not bool(state.valid.all())  # the batch is padded
+    assert state.pos.shape == (3, *state.valid.shape)
+    visual = state.visual
+    assert bool((state.pos[1][visual] != state.pos[2][visual]).any())  # height and width differ in an image
+    assert bool((state.pos[0][~visual] == state.pos[1][~visual]).all())  # text: the same on every axis
+
+
+def test_mm_token_type_ids_are_built_when_the_processor_gives_none(tiny, samples):
+    model, processor = tiny
+    a = adapter_for(model, processor)
+    want = a.encode(samples, _image_fn(samples))
+    original = a._processor_inputs
+
+    def without_types(*args):
+        inputs = original(*args)
+        del inputs["mm_token_type_ids"]
+        return inputs
+
+    a._processor_inputs = without_types
+    got = a.encode(samples, _image_fn(samples))
+    assert torch.equal(got.inputs["mm_token_type_ids"], want.inputs["mm_token_type_ids"])
+    assert torch.equal(got.positions, want.positions)
+
+
+def test_keep_all_equals_the_models_own_forward(tiny, samples):
+    model, processor = tiny
+    a, encoded, state = _state(model, processor, samples)
+    got = Engine(a).prefill(state).logits
+    with torch.no_grad():
+        want = model(**encoded.inputs).logits[:, -1]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_keep_all_greedy_generation_equals_generate(tiny, samples):
+    model, processor = tiny
+    a, encoded, state = _state(model, processor, samples)
+    tok = processor.tokenizer
+    got, _ = Engine(a).generate(state, max_new_tokens=5, eos_id=-1, pad_id=tok.pad_token_id)
+    inputs = encoded.inputs
+    with torch.no_grad():
+        want = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
+    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+
+
+@pytest.mark.parametrize("pruner", [FastV(), Random(seed=3)], ids=lambda p: p.name)
+@pytest.mark.parametrize("schedule", ["1,0.5", "0.5,0.25"])
+def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule):
+    model, processor = tiny
+    schedule = PruningSchedule.parse(schedule, 2)
+    a, _, state = _state(model, processor, samples)
+    batch = Engine(a).prefill(state, schedule, pruner)
+    for i, s in enumerate(samples):
+        _, _, one = _state(model, processor, samples, batch=[s], keys=[i])
+        alone = Engine(a).prefill(one, schedule, pruner)
+        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
+        assert batch.score_flops[i] == alone.score_flops[0]
+        assert [layer[i] for layer in batch.live_visual] == [layer[0] for layer in alone.live_visual]
+
+
+def test_live_visual_tokens_follow_the_schedule_per_row(tiny, samples):
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    for text in ("0.5,0.5", "1,0.25", "0.3,0", "1,1"):
+        schedule = PruningSchedule.parse(text, 2)
+        result = Engine(a).prefill(state, schedule, FastV())
+        assert result.live_visual == [[keep_count(k, nv) for nv in state.n_visual] for k in schedule.keep], text
+
+
+def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
+    """FastV's scores before layer 1 (from the q/k layer 0 computed with SDPA on) = layer 0's
+    eager attention map, head mean, last row."""
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    seen = {}
+
+    class Spy(FastV):
+        def scores(self, ctx):
+            seen["scores"] = super().scores(ctx)
+            return seen["scores"]
+
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
+    model.set_attn_implementation("eager")
+    try:
+        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
+        Engine(a).prefill(state)
+        hook.remove()
+    finally:
+        model.set_attn_implementation("sdpa")
+    want = seen["eager"].mean(1)[:, -1]  # (B, n): head-mean attention of the last position
+    visual = state.visual
+    torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)
+
+
+def test_dropped_tokens_leave_the_original_3d_positions(tiny, samples):
+    """Tokens dropped before layer 0 = the model's own forward with them masked out of attention
+    and the full sequence's (3, B, L) positions passed explicitly."""
+    model, processor = tiny
+    a, encoded, state = _state(model, processor, samples)
+    result = Engine(a).prefill(state, PruningSchedule.parse("0.5,0.5", 2), Random(seed=1))
+    inputs = encoded.inputs
+    mask = inputs["attention_mask"].clone()
+    for b in range(len(samples)):
+        slots = torch.nonzero(inputs["input_ids"][b] == a.image_token_id).squeeze(1)
+        kept = result.state.slot[b][result.state.visual[b]]
+        assert len(kept) == keep_count(0.5, state.n_visual[b])
+        dropped = torch.ones(len(slots), dtype=torch.bool)
+        dropped[kept] = False
+        mask[b, slots[dropped]] = 0
+    with torch.no_grad():
+        want = model(**{**inputs, "attention_mask": mask}, position_ids=encoded.positions).logits[:, -1]
+    torch.testing.assert_close(result.logits, want, rtol=0, atol=1e-5)
+    # the same drop made before the LLM by ``prepare``'s select hook keeps the same gaps
+    kept = {s.index: result.state.slot[b][result.state.visual[b]] for b, s in enumerate(samples)}
+    selected = a.prepare(encoded, samples=samples, select=lambda s, f: (f[kept[s.index]], kept[s.index]))
+    torch.testing.assert_close(Engine(a).prefill(selected).logits, result.logits, rtol=0, atol=1e-5)
+    # and 1-D positions would give other logits: the test sees M-RoPE
+    flat = encoded.positions[0:1].expand(3, -1, -1)
+    with torch.no_grad():
+        other = model(**{**inputs, "attention_mask": mask}, position_ids=flat).logits[:, -1]
+    assert not torch.allclose(other, want, atol=1e-2)
