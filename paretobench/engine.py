@@ -126,7 +126,6 @@ class PrefillResult:
     tokens: list[list[int]]  # per layer, per row: all live tokens at the layer's input
     score_flops: list[int]  # per row: FLOPs spent on pruners' score rows and their projections
     cache: object = None
-    extra: dict = field(default_factory=dict)
 
 
 class Engine:
