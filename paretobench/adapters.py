@@ -8,8 +8,9 @@ logits. ``adapter_for(model, processor)`` picks one by the model's config.
 ``LlavaAdapter`` covers ``LlavaForConditionalGeneration`` with Llama-family decoders (Llama,
 Mistral, Vicuna; the embedded ``tiny-llava``). ``QwenVLAdapter`` covers Qwen2-VL and Qwen2.5-VL
 (native-resolution images, so a different number of visual tokens per image, and 3-D M-RoPE
-positions). What they share (calling layers, masks, rotary tables, score-row projections) is
-``DecoderAdapter``.
+positions). ``Gemma3Adapter`` covers Gemma 3 (bidirectional image blocks, sliding-window layers
+with their own rotary table). What they share (calling layers, masks, rotary tables, score-row
+projections) is ``DecoderAdapter``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def _pad_positions(rows: list[torch.Tensor]) -> torch.Tensor:
     return left_pad([r.movedim(-1, 0) for r in rows], 1).movedim((0, 1), (-2, -1))
 
 
+def _mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """1-D position ids of a left-padded batch: each row counts from 0 at its first real token."""
+    return (mask.cumsum(1) - 1).clamp(min=0)
+
+
 class DecoderAdapter:
     """What every adapter shares: the decoder's layers called one by one with rotary tables for
     (gapped) original positions, masks for a left-padded batch, and the score rows' q/k.
@@ -83,9 +89,13 @@ class DecoderAdapter:
         """The processor's left-padded batch, one image per sample."""
         tok = self.processor.tokenizer
         tok.padding_side = "left"
-        images = [image_fn(s) if image_fn else s.image() for s in samples]
+        images = self._batch_images([image_fn(s) if image_fn else s.image() for s in samples])
         return self.processor(images=images, text=chat_prompts(self.processor, samples), return_tensors="pt",
                               padding=True).to(self.model.device)  # fmt: skip
+
+    def _batch_images(self, images: list) -> list:
+        """The samples' images as the processor takes them (one per sample)."""
+        return images
 
     @torch.no_grad()
     def prepare(self, encoded: Encoded, *, samples=None, select: VisualSelect | None = None, keys=None) -> SeqState:
@@ -125,9 +135,20 @@ class DecoderAdapter:
         return pos
 
     def rope(self, h: torch.Tensor, pos: torch.Tensor, layer: int):
-        if self._rope_pos is not pos:  # one table per position tensor (held, so never a stale match)
-            self._rope_pos, self._rope = pos, self.lm.rotary_emb(h, pos)
-        return self._rope
+        """Layer ``layer``'s rotary tables (cos, sin) for ``pos``, computed once per position tensor and kind."""
+        if self._rope_pos is not pos:  # held, so never a stale match
+            self._rope_pos, self._rope = pos, {}
+        kind = self.rope_kind(layer)
+        if kind not in self._rope:
+            self._rope[kind] = self.rotary_tables(h, pos, kind)
+        return self._rope[kind]
+
+    def rope_kind(self, layer: int):
+        """Which of the decoder's rotary tables layer ``layer`` uses (one for all layers here)."""
+        return None
+
+    def rotary_tables(self, h: torch.Tensor, pos: torch.Tensor, kind) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lm.rotary_emb(h, pos)
 
     def _as_mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """Boolean for SDPA and the like; additive (0 / most negative) for eager attention."""
@@ -137,31 +158,44 @@ class DecoderAdapter:
             ~allowed, torch.finfo(self.model.dtype).min
         )
 
-    def prefill_mask(self, valid: torch.Tensor):
-        """None (the kernel's own causal path) without padding, else a (B, 1, n, n) mask;
-        padded query rows see themselves so no row is empty."""
-        if bool(valid.all()):
-            return None
-        n = valid.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=valid.device).tril()
-        allowed = causal[None] & valid[:, None, :]
-        allowed |= torch.eye(n, dtype=torch.bool, device=valid.device)[None]
-        return self._as_mask(allowed[:, None])
+    def allowed(self, layer: int, state: SeqState, query: torch.Tensor) -> torch.Tensor:
+        """(B, nq, n): which of ``state``'s positions the query positions ``query`` (B, nq) attend to
+        in layer ``layer``: causal, no padding; a padding query sees itself so no row is empty."""
+        keys = torch.arange(state.valid.shape[1], device=query.device)[None, None, :]
+        allowed = (keys <= query[:, :, None]) & state.valid[:, None, :]
+        return allowed | (keys == query[:, :, None])
+
+    def layer_mask(self, layer: int, state: SeqState) -> torch.Tensor:
+        """(B, 1, n, n): the mask of every position of ``state`` in layer ``layer``."""
+        b, n = state.valid.shape
+        query = torch.arange(n, device=state.valid.device).expand(b, n)
+        return self._as_mask(self.allowed(layer, state, query)[:, None])
+
+    def prefill_mask(self, layer: int, state: SeqState):
+        """None (the kernel's own causal path) without padding, else ``layer_mask``."""
+        return None if bool(state.valid.all()) else self.layer_mask(layer, state)
+
+    def decode_mask(self, layer: int, pos: torch.Tensor, valid: torch.Tensor, key_pos: torch.Tensor):
+        """A generated token's mask over layer ``layer``'s cache (``valid`` and ``key_pos``: its
+        entries' validity (B, n) and original positions (..., B, n), the new token last)."""
+        return None if bool(valid.all()) else self._as_mask(valid[:, None, None, :])
 
     def run_layer(self, i: int, state: SeqState, cache) -> torch.Tensor:
         return self.layers[i](
             state.h,
-            attention_mask=self.prefill_mask(state.valid),
+            attention_mask=self.prefill_mask(i, state),
             position_ids=self.layer_positions(state.pos),
             past_key_values=cache,
             use_cache=cache is not None,
             position_embeddings=self.rope(state.h, state.pos, i),
         )
 
-    def run_decode_layer(self, i: int, h: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, cache) -> torch.Tensor:
-        mask = None if bool(valid.all()) else self._as_mask(valid[:, None, None, :])
-        return self.layers[i](h, attention_mask=mask, position_ids=self.layer_positions(pos), past_key_values=cache,
-                              use_cache=True, position_embeddings=self.rope(h, pos, i))  # fmt: skip
+    def run_decode_layer(
+        self, i: int, h: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, key_pos: torch.Tensor, cache
+    ) -> torch.Tensor:
+        return self.layers[i](h, attention_mask=self.decode_mask(i, pos, valid, key_pos),
+                              position_ids=self.layer_positions(pos), past_key_values=cache, use_cache=True,
+                              position_embeddings=self.rope(h, pos, i))  # fmt: skip
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.lm.norm(h_last))
@@ -240,8 +274,7 @@ class LlavaAdapter(DecoderAdapter):
             for h in hooks:
                 h.remove()
         extras = self._vision_extras(captured, feats[0].shape[0]) if vision_extras else {}
-        positions = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
-        return Encoded(inputs, list(feats), extras, positions)
+        return Encoded(inputs, list(feats), extras, _mask_positions(inputs["attention_mask"]))
 
     def _vision_attention_layer(self):
         tower = self.model.model.vision_tower
@@ -296,6 +329,67 @@ class QwenVLAdapter(DecoderAdapter):
         return None
 
 
+class Gemma3Adapter(DecoderAdapter):
+    """Gemma 3 (``Gemma3ForConditionalGeneration``): a SigLIP tower pooled to a fixed number of
+    visual tokens per image, text embeddings scaled by sqrt(hidden) (the embedding layer does it;
+    image features are inserted unscaled, as the model does), per-head q/k norms before RoPE, and
+    two kinds of layers (``config.layer_types``), each with its own rotary table:
+
+    - full attention: causal, and the tokens of one image attend to each other both ways;
+    - sliding attention: the same, and a query at original position p sees only keys at
+      positions > p - ``sliding_window``.
+
+    After pruning, the image's remaining tokens still attend to each other both ways, and the
+    window counts ORIGINAL positions: a dropped token keeps its place in the window (which then
+    holds fewer live tokens), exactly as if it were masked out of the model's own attention.
+    One image per sample, so a row's visual tokens are one image block. Final-logit soft-capping
+    is not applied: ``Gemma3ForConditionalGeneration`` does not apply it either."""
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        if getattr(self.lm.config, "use_bidirectional_attention", False):
+            raise UnsupportedModel("gemma3 with bidirectional text attention is not supported")
+
+    @torch.no_grad()
+    def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
+        """Processor inputs (with ``token_type_ids``) and per-image features."""
+        if vision_extras:
+            raise UnsupportedModel(f"vision-stage pruning is not supported for {self.model.config.model_type} yet")
+        inputs = self._processor_inputs(samples, image_fn)
+        feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.model.dtype)).pooler_output
+        return Encoded(inputs, list(feats), {}, _mask_positions(inputs["attention_mask"]))
+
+    def _batch_images(self, images: list) -> list:
+        return [[image] for image in images]  # the processor wants each sample's images in a list
+
+    def rope_kind(self, layer: int) -> str:
+        return self.lm.config.layer_types[layer]
+
+    def rotary_tables(self, h: torch.Tensor, pos: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lm.rotary_emb(h, pos, kind)
+
+    def _in_window(self, layer: int, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor | None:
+        """(B, nq, n): keys inside layer ``layer``'s sliding window by original position; None for a full layer."""
+        window = self.layers[layer].self_attn.sliding_window
+        return None if window is None else query_pos[:, :, None] - key_pos[:, None, :] < window
+
+    def allowed(self, layer: int, state: SeqState, query: torch.Tensor) -> torch.Tensor:
+        allowed = super().allowed(layer, state, query)
+        image_query = torch.gather(state.visual, 1, query)
+        allowed |= image_query[:, :, None] & state.visual[:, None, :]  # padding is never visual
+        window = self._in_window(layer, torch.gather(state.pos, 1, query), state.pos)
+        return allowed if window is None else allowed & window
+
+    def prefill_mask(self, layer: int, state: SeqState) -> torch.Tensor:
+        return self.layer_mask(layer, state)  # never plain causal: the image block is bidirectional
+
+    def decode_mask(self, layer: int, pos: torch.Tensor, valid: torch.Tensor, key_pos: torch.Tensor):
+        window = self._in_window(layer, pos, key_pos)
+        if window is None:
+            return super().decode_mask(layer, pos, valid, key_pos)
+        return self._as_mask((valid[:, None, :] & window)[:, None])
+
+
 def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
     """Mean text tokens of the samples' prompts, and the visual tokens of the first image."""
     tok = adapter.processor.tokenizer
@@ -315,8 +409,10 @@ def adapter_for(model, processor):
         return LlavaAdapter(model, processor)
     if kind in QWEN_VL:
         return QwenVLAdapter(model, processor)
+    if kind == "gemma3":
+        return Gemma3Adapter(model, processor)
     text = getattr(getattr(cfg, "text_config", None), "model_type", None)
     raise UnsupportedModel(
         f"no pruning adapter for model_type {kind!r}" + (f" with a {text!r} decoder" if text else "")
-        + "; supported: llava (llama, mistral decoders), qwen2_vl, qwen2_5_vl"
+        + "; supported: llava (llama, mistral decoders), qwen2_vl, qwen2_5_vl, gemma3"
     )

@@ -98,17 +98,15 @@ class ScoreContext:
 
     def attention(self, query: torch.Tensor, n_real: list[int] | None = None) -> torch.Tensor:
         """(B, H, nq, n) attention probabilities of the query positions ``query`` (B, nq) over
-        all keys, as layer ``source`` computes them (causal, padding masked, fp32 softmax).
+        all keys, as layer ``source`` computes them (its mask, padding masked, fp32 softmax).
         ``n_real``: per row, how many of the queries are real (the rest pad the batch), for the
         FLOPs count."""
         q, k = self._projections()
-        b_, heads, n, e = q.shape
+        b_, heads, _, e = q.shape
         qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
         k = k.repeat_interleave(heads // k.shape[1], dim=1)
         logits = torch.matmul(qs, k.transpose(-1, -2)).float() * self.engine.adapter.scaling(self.source)
-        keys = torch.arange(n, device=q.device)[None, None, :]
-        allowed = (keys <= query[:, :, None]) & self.state.valid[:, None, :]  # causal, no padding
-        allowed |= keys == query[:, :, None]  # a padding query sees itself: no empty (NaN) row
+        allowed = self.engine.adapter.allowed(self.source, self.state, query)
         logits = logits.masked_fill(~allowed[:, None], float("-inf"))
         lengths = self.state.valid.sum(1).tolist()
         for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)
@@ -122,6 +120,7 @@ class PrefillResult:
     logits: torch.Tensor  # (B, V) next-token logits at the last position
     state: SeqState  # the sequence entering the last layer
     layer_valid: list[torch.Tensor]  # per layer, the (B, n_i) validity of its KV cache entries
+    layer_pos: list[torch.Tensor]  # per layer, the (..., B, n_i) original positions of its KV cache entries
     live_visual: list[list[int]]  # per layer, per row: visual tokens alive at the layer's input
     tokens: list[list[int]]  # per layer, per row: all live tokens at the layer's input
     score_flops: list[int]  # per row: FLOPs spent on pruners' score rows and their projections
@@ -149,7 +148,7 @@ class Engine:
             raise ValueError("this schedule drops visual tokens: give a pruner to choose which")
         cache = a.new_cache() if use_cache else None
         captured: dict = {}
-        layer_valid, live, tokens = [], [], []
+        layer_valid, layer_pos, live, tokens = [], [], [], []
         score_flops = [0] * state.h.shape[0]
         for i in range(a.num_layers):
             if prunes[i]:
@@ -166,6 +165,7 @@ class Engine:
             live.append(state.visual_counts())
             tokens.append(state.valid.sum(1).tolist())
             layer_valid.append(state.valid)
+            layer_pos.append(state.pos)
             capture = i + 1 < a.num_layers and prunes[i + 1] and getattr(pruner, "score_layer", "previous") == "previous"
             hooks = a.capture_qk(i, captured) if capture else []
             try:
@@ -174,7 +174,7 @@ class Engine:
                 for hk in hooks:
                     hk.remove()
         logits = a.logits(state.h[:, -1])
-        return PrefillResult(logits, state, layer_valid, live, tokens, score_flops, cache)
+        return PrefillResult(logits, state, layer_valid, layer_pos, live, tokens, score_flops, cache)
 
     @torch.no_grad()
     def observe(self, state: SeqState, fn) -> None:
@@ -225,15 +225,16 @@ class Engine:
         done = token == eos_id
         tokens = [token]
         last = a.last_position(state)
-        masks = list(pre.layer_valid)
+        masks, key_pos = list(pre.layer_valid), list(pre.layer_pos)
         for step in range(1, max_new_tokens):
             if bool(done.all()):
                 break
             masks = [torch.cat([m, m.new_ones(m.shape[0], 1)], 1) for m in masks]
             h = a.embed(token[:, None])
             pos = a.decode_positions(last, step)
+            key_pos = [torch.cat([p, pos], -1) for p in key_pos]
             for i in range(a.num_layers):
-                h = a.run_decode_layer(i, h, pos, masks[i], pre.cache)
+                h = a.run_decode_layer(i, h, pos, masks[i], key_pos[i], pre.cache)
             nxt = a.logits(h[:, -1]).argmax(-1)
             token = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             tokens.append(token)
