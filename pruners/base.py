@@ -47,9 +47,11 @@ class Pruner:
         return out
 
     def merge(self, ctx: ScoreContext, keep: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
-        """Merging pruners return, per row, new hidden states (len(keep[b]), D) for the kept
-        tokens (e.g. each the mean of a cluster of dropped ones); None = keep them as they are."""
-        return None
+        """Merging pruners give, per row, new hidden states (len(keep[b]), D) for the kept
+        tokens (e.g. each the mean of a cluster of dropped ones); None = keep them as they are.
+        By default: what ``select`` left in ``self._merged`` for this step (then cleared)."""
+        merged, self._merged = getattr(self, "_merged", None), None
+        return merged
 
     def preset(self, layers: int) -> PruningSchedule:
         """The method's published default schedule, for a decoder with ``layers`` layers."""

@@ -50,7 +50,6 @@ class SparseVLM(Pruner):
         if not 0.0 <= recycle <= 1.0:
             raise ValueError(f"sparsevlm recycle share {recycle} must be in [0, 1]")
         self.recycle = recycle
-        self._plan = None
 
     def raters(self, ctx, b: int):
         import torch
@@ -78,7 +77,7 @@ class SparseVLM(Pruner):
         import torch
 
         scores = self.scores(ctx).float()
-        keep, self._plan = [], []
+        keep, self._merged = [], []
         for b, count in enumerate(k):
             alive = ctx.visual_positions(b)
             order = alive[torch.sort(scores[b, alive], descending=True, stable=True).indices]
@@ -87,7 +86,7 @@ class SparseVLM(Pruner):
             n_centres = min(len(candidates) // 10 + 1, count) if len(candidates) and count else 0
             if n_centres == 0:
                 keep.append(order[:count].sort().values)
-                self._plan.append(None)
+                self._merged.append(None)
                 continue
             centres, assign = density_peak_centres(ctx.state.h[b, candidates], n_centres)
             merged = torch.stack([ctx.state.h[b, candidates[assign == c]].mean(0) for c in range(n_centres)])
@@ -96,12 +95,8 @@ class SparseVLM(Pruner):
             keep.append(chosen[sort])
             # the kept tokens' hidden states, in sorted order: merged clusters at the centres
             h = torch.cat([ctx.state.h[b, order[: count - n_centres]], merged])
-            self._plan.append(h[sort])
+            self._merged.append(h[sort])
         return keep
-
-    def merge(self, ctx, keep):
-        plan, self._plan = self._plan, None
-        return plan
 
     def preset(self, layers):
         from paretobench.schedule import PruningSchedule

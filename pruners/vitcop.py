@@ -54,9 +54,6 @@ class ViTCoP(Pruner):
     name = "vitcop"
     needs_vision = True  # the adapter must provide the vision tower's CLS attention and keys
 
-    def __init__(self):
-        self._merged = None
-
     @staticmethod
     def _cluster(features, k: int):
         import torch
@@ -110,10 +107,6 @@ class ViTCoP(Pruner):
             keep.append(chosen)
             self._merged.append(h_new[chosen])
         return keep
-
-    def merge(self, ctx, keep):
-        merged, self._merged = self._merged, None
-        return merged
 
     def preset(self, layers):
         from paretobench.schedule import PruningSchedule

@@ -151,7 +151,7 @@ def test_sparsevlm_scores_and_recycling(tiny, samples):
             return seen["scores"]
 
         def merge(self, ctx, keep):
-            seen["keep"], seen["merged"] = keep, self._plan
+            seen["keep"], seen["merged"] = keep, self._merged
             return super().merge(ctx, keep)
 
     result = Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
