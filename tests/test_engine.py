@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from engine_checks import assert_batch_equals_alone, eager_attention, score_spy
 from paretobench.adapters import UnsupportedModel, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
@@ -52,12 +53,8 @@ def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule
     model, processor = tiny
     schedule = PruningSchedule.parse(schedule, 2)
     a, _, state = _state(model, processor, samples)
-    batch = Engine(a).prefill(state, schedule, pruner)
-    for i, s in enumerate(samples):
-        _, _, one = _state(model, processor, [s], keys=[i])
-        alone = Engine(a).prefill(one, schedule, pruner)
-        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
-        assert batch.score_flops[i] == alone.score_flops[0]
+    alone = [_state(model, processor, [s], keys=[i])[2] for i, s in enumerate(samples)]
+    assert_batch_equals_alone(a, state, alone, schedule, pruner)
 
 
 def test_live_visual_tokens_follow_the_schedule(tiny, samples):
@@ -88,20 +85,9 @@ def test_attention_scores_are_the_eager_attention_maps_last_row(tiny, samples, p
     model, processor = tiny
     a, _, state = _state(model, processor, samples)
     seen = {}
-
-    class Spy(pruner_cls):
-        def scores(self, ctx):
-            seen["scores"] = super().scores(ctx)
-            return seen["scores"]
-
-    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
-    model.set_attn_implementation("eager")
-    try:
-        hook = a.layers[layer].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
-        Engine(a).prefill(state)
-        hook.remove()
-    finally:
-        model.set_attn_implementation("sdpa")
+    spy = score_spy(pruner_cls, seen)
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), spy)
+    seen["eager"] = eager_attention(model, a, state, layer)
     want = seen["eager"].mean(1)[:, -1]  # (B, n): head-mean attention of the last position
     visual = state.visual
     torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)
@@ -156,13 +142,7 @@ def test_sparsevlm_scores_and_recycling(tiny, samples):
 
     result = Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
     assert result.live_visual[1] == [36] * len(samples)
-    model.set_attn_implementation("eager")
-    try:
-        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
-        Engine(a).prefill(state)
-        hook.remove()
-    finally:
-        model.set_attn_implementation("sdpa")
+    seen["eager"] = eager_attention(model, a, state, 0)
     for b, raters in enumerate(seen["raters"]):
         # raters are text tokens after the image, and at least one
         assert len(raters) and bool((~state.visual[b, raters]).all()) and raters.min() > state.visual[b].nonzero().min()
@@ -195,20 +175,9 @@ def test_fitprune_scores_are_cross_times_self_attention_received(tiny, samples):
     model, processor = tiny
     a, _, state = _state(model, processor, samples)
     seen = {}
-
-    class Spy(FitPrune):
-        def scores(self, ctx):
-            seen["scores"] = super().scores(ctx)
-            return seen["scores"]
-
-    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
-    model.set_attn_implementation("eager")
-    try:
-        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
-        Engine(a).prefill(state)
-        hook.remove()
-    finally:
-        model.set_attn_implementation("sdpa")
+    spy = score_spy(FitPrune, seen)
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), spy)
+    seen["eager"] = eager_attention(model, a, state, 0)
     for b in range(len(samples)):
         att = seen["eager"][b].float()  # (H, n, n)
         visual = state.visual[b]

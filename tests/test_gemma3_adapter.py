@@ -5,6 +5,7 @@ with its own rotary table; 16 visual tokens per image that attend to each other 
 import pytest
 import torch
 
+from engine_checks import assert_batch_equals_alone, score_spy
 from paretobench.adapters import Gemma3Adapter, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine, SeqState
@@ -232,12 +233,8 @@ def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule
     model, processor = tiny
     schedule = PruningSchedule.parse(schedule, 2)
     a, _, state = _state(model, processor, samples)
-    batch = Engine(a).prefill(state, schedule, pruner)
-    for i, s in enumerate(samples):
-        _, _, one = _state(model, processor, [s], keys=[i])
-        alone = Engine(a).prefill(one, schedule, pruner)
-        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
-        assert batch.score_flops[i] == alone.score_flops[0]
+    alone = [_state(model, processor, [s], keys=[i])[2] for i, s in enumerate(samples)]
+    assert_batch_equals_alone(a, state, alone, schedule, pruner)
 
 
 def test_pruned_generation_of_a_padded_batch_equals_each_sample_alone(tiny, samples):
@@ -284,13 +281,8 @@ def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
     model, processor = tiny
     a, encoded, state = _state(model, processor, samples)
     seen = {}
-
-    class Spy(FastV):
-        def scores(self, ctx):
-            seen["scores"] = super().scores(ctx)
-            return seen["scores"]
-
-    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
+    spy = score_spy(FastV, seen)
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), spy)
     want = _eager_maps(model, encoded.inputs)[0].mean(1)[:, -1]  # (B, n): head-mean attention of the last position
     visual = state.visual
     torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)

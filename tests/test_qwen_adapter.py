@@ -4,6 +4,7 @@ built offline: native-resolution images of different sizes, 3-D M-RoPE positions
 import pytest
 import torch
 
+from engine_checks import assert_batch_equals_alone, eager_attention, score_spy
 from paretobench.adapters import QwenVLAdapter, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
@@ -168,13 +169,8 @@ def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule
     model, processor = tiny
     schedule = PruningSchedule.parse(schedule, 2)
     a, _, state = _state(model, processor, samples)
-    batch = Engine(a).prefill(state, schedule, pruner)
-    for i, s in enumerate(samples):
-        _, _, one = _state(model, processor, samples, batch=[s], keys=[i])
-        alone = Engine(a).prefill(one, schedule, pruner)
-        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
-        assert batch.score_flops[i] == alone.score_flops[0]
-        assert [layer[i] for layer in batch.live_visual] == [layer[0] for layer in alone.live_visual]
+    alone = [_state(model, processor, samples, batch=[s], keys=[i])[2] for i, s in enumerate(samples)]
+    assert_batch_equals_alone(a, state, alone, schedule, pruner)
 
 
 def test_live_visual_tokens_follow_the_schedule_per_row(tiny, samples):
@@ -192,20 +188,9 @@ def test_fastv_scores_are_the_eager_attention_maps_last_row(tiny, samples):
     model, processor = tiny
     a, _, state = _state(model, processor, samples)
     seen = {}
-
-    class Spy(FastV):
-        def scores(self, ctx):
-            seen["scores"] = super().scores(ctx)
-            return seen["scores"]
-
-    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), Spy())
-    model.set_attn_implementation("eager")
-    try:
-        hook = a.layers[0].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("eager", o[1]))
-        Engine(a).prefill(state)
-        hook.remove()
-    finally:
-        model.set_attn_implementation("sdpa")
+    spy = score_spy(FastV, seen)
+    Engine(a).prefill(state, PruningSchedule.parse("1,0.5", 2), spy)
+    seen["eager"] = eager_attention(model, a, state, 0)
     want = seen["eager"].mean(1)[:, -1]  # (B, n): head-mean attention of the last position
     visual = state.visual
     torch.testing.assert_close(seen["scores"][visual], want[visual].float(), rtol=0, atol=1e-5)

@@ -1,0 +1,41 @@
+"""Checks shared by the engine's and the adapters' tests."""
+
+import torch
+
+from paretobench.engine import Engine
+
+
+def score_spy(pruner_cls, seen: dict):
+    """A ``pruner_cls`` that records the scores it computes in ``seen["scores"]``."""
+
+    class Spy(pruner_cls):
+        def scores(self, ctx):
+            seen["scores"] = super().scores(ctx)
+            return seen["scores"]
+
+    return Spy()
+
+
+def eager_attention(model, adapter, state, layer: int) -> torch.Tensor:
+    """Layer ``layer``'s (B, H, n, n) attention map in the unpruned prefill, from eager attention."""
+    seen = {}
+    model.set_attn_implementation("eager")
+    try:
+        hook = adapter.layers[layer].self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("map", o[1]))
+        try:
+            Engine(adapter).prefill(state)
+        finally:
+            hook.remove()
+    finally:
+        model.set_attn_implementation("sdpa")
+    return seen["map"]
+
+
+def assert_batch_equals_alone(adapter, batch_state, alone_states, schedule, pruner) -> None:
+    """Row i of the padded batch = sample i run alone: logits (1e-5) and score FLOPs."""
+    batch = Engine(adapter).prefill(batch_state, schedule, pruner)
+    for i, one in enumerate(alone_states):
+        alone = Engine(adapter).prefill(one, schedule, pruner)
+        torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
+        assert batch.score_flops[i] == alone.score_flops[0]
+        assert [layer[i] for layer in batch.live_visual] == [layer[0] for layer in alone.live_visual]
