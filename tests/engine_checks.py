@@ -39,3 +39,20 @@ def assert_batch_equals_alone(adapter, batch_state, alone_states, schedule, prun
         torch.testing.assert_close(batch.logits[i : i + 1], alone.logits, rtol=0, atol=1e-5)
         assert batch.score_flops[i] == alone.score_flops[0]
         assert [layer[i] for layer in batch.live_visual] == [layer[0] for layer in alone.live_visual]
+
+
+def assert_keep_all_matches_model(model, adapter, inputs, state) -> None:
+    """Keep-all logits of the engine = the model's own forward (last position, 1e-5)."""
+    got = Engine(adapter).prefill(state).logits
+    with torch.no_grad():
+        want = model(**inputs).logits[:, -1]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def assert_greedy_matches_generate(model, adapter, inputs, state, pad_id: int, steps: int = 5) -> torch.Tensor:
+    """Keep-all greedy tokens of the engine = ``model.generate`` without sampling; returns them."""
+    got, _ = Engine(adapter).generate(state, max_new_tokens=steps, eos_id=-1, pad_id=pad_id)
+    with torch.no_grad():
+        want = model.generate(**inputs, max_new_tokens=steps, do_sample=False, eos_token_id=None)
+    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+    return got

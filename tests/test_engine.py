@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from engine_checks import assert_batch_equals_alone, eager_attention, score_spy
+from engine_checks import (
+    assert_batch_equals_alone,
+    assert_greedy_matches_generate,
+    assert_keep_all_matches_model,
+    eager_attention,
+    score_spy,
+)
 from paretobench.adapters import UnsupportedModel, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
@@ -40,10 +46,7 @@ def test_keep_all_equals_the_models_own_forward(tiny, samples):
     model, processor = tiny
     a, inputs, state = _state(model, processor, samples)
     assert not bool(state.valid.all())  # the batch is padded
-    got = Engine(a).prefill(state).logits
-    with torch.no_grad():
-        want = model(**inputs).logits[:, -1]
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert_keep_all_matches_model(model, a, inputs, state)
 
 
 @pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), FitPrune(), ViTCoP(), Random(seed=3), Spatial()],
@@ -70,11 +73,7 @@ def test_live_visual_tokens_follow_the_schedule(tiny, samples):
 def test_keep_all_greedy_generation_equals_generate(tiny, samples):
     model, processor = tiny
     a, inputs, state = _state(model, processor, samples)
-    tok = processor.tokenizer
-    got, _ = Engine(a).generate(state, max_new_tokens=5, eos_id=-1, pad_id=tok.pad_token_id)
-    with torch.no_grad():
-        want = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
-    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+    assert_greedy_matches_generate(model, a, inputs, state, processor.tokenizer.pad_token_id, steps=5)
 
 
 @pytest.mark.parametrize("pruner_cls, layer", [(FastV, 0), (PyramidDrop, 1)], ids=["fastv", "pyramiddrop"])

@@ -5,7 +5,12 @@ with its own rotary table; 16 visual tokens per image that attend to each other 
 import pytest
 import torch
 
-from engine_checks import assert_batch_equals_alone, score_spy
+from engine_checks import (
+    assert_batch_equals_alone,
+    assert_greedy_matches_generate,
+    assert_keep_all_matches_model,
+    score_spy,
+)
 from paretobench.adapters import Gemma3Adapter, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine, SeqState
@@ -153,10 +158,7 @@ def test_two_layer_types_and_a_window_shorter_than_the_prompt(tiny, samples):
 def test_keep_all_equals_the_models_own_forward(tiny, samples):
     model, processor = tiny
     a, encoded, state = _state(model, processor, samples)
-    got = Engine(a).prefill(state).logits
-    with torch.no_grad():
-        want = model(**encoded.inputs).logits[:, -1]
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert_keep_all_matches_model(model, a, encoded.inputs, state)
 
 
 def test_the_window_and_the_image_block_matter(tiny, samples):
@@ -180,12 +182,8 @@ def test_the_window_and_the_image_block_matter(tiny, samples):
 def test_keep_all_greedy_generation_equals_generate(tiny, samples):
     model, processor = tiny
     a, encoded, state = _state(model, processor, samples)
-    tok = processor.tokenizer
-    got, _ = Engine(a).generate(state, max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tok.pad_token_id)
-    inputs = encoded.inputs
-    with torch.no_grad():
-        want = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
-    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+    got = assert_greedy_matches_generate(model, a, encoded.inputs, state, processor.tokenizer.pad_token_id,
+                                         steps=NEW_TOKENS)  # fmt: skip
     assert len(set(got.flatten().tolist())) > 3  # not one token repeated
 
 

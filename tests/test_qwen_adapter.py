@@ -4,7 +4,13 @@ built offline: native-resolution images of different sizes, 3-D M-RoPE positions
 import pytest
 import torch
 
-from engine_checks import assert_batch_equals_alone, eager_attention, score_spy
+from engine_checks import (
+    assert_batch_equals_alone,
+    assert_greedy_matches_generate,
+    assert_keep_all_matches_model,
+    eager_attention,
+    score_spy,
+)
 from paretobench.adapters import QwenVLAdapter, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
@@ -146,21 +152,13 @@ def test_mm_token_type_ids_are_built_when_the_processor_gives_none(tiny, samples
 def test_keep_all_equals_the_models_own_forward(tiny, samples):
     model, processor = tiny
     a, encoded, state = _state(model, processor, samples)
-    got = Engine(a).prefill(state).logits
-    with torch.no_grad():
-        want = model(**encoded.inputs).logits[:, -1]
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert_keep_all_matches_model(model, a, encoded.inputs, state)
 
 
 def test_keep_all_greedy_generation_equals_generate(tiny, samples):
     model, processor = tiny
     a, encoded, state = _state(model, processor, samples)
-    tok = processor.tokenizer
-    got, _ = Engine(a).generate(state, max_new_tokens=5, eos_id=-1, pad_id=tok.pad_token_id)
-    inputs = encoded.inputs
-    with torch.no_grad():
-        want = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
-    assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
+    assert_greedy_matches_generate(model, a, encoded.inputs, state, processor.tokenizer.pad_token_id, steps=5)
 
 
 @pytest.mark.parametrize("pruner", [FastV(), Random(seed=3)], ids=lambda p: p.name)
