@@ -37,14 +37,43 @@ def test_loads_offline_as_a_transformers_vlm(shipped):
 
 @pytest.mark.slow
 def test_accurate_and_the_surviving_tokens_matter(shipped, subset):
-    # bars for the model as shipped (58% on the full test split; chance is ~28%), not the issue's
-    # 85% target, which it does not reach yet: see its card
+    # bars for the model as shipped (77% on the full test split, chance ~28%; see its card), not
+    # the issue's 85% target, which it does not reach yet; margins leave room for a 200-question subset
     full = evaluate(shipped.model, shipped.processor, subset)
-    assert full.scores["accuracy"] >= 0.5
-    assert full.scores["per_category"]["count"] >= 0.9
+    assert full.scores["accuracy"] >= 0.68
+    assert full.scores["per_category"]["colour"] >= 0.9
     grey = evaluate(shipped.model, shipped.processor, subset, image_fn=grey_image)
-    assert full.scores["accuracy"] - grey.scores["accuracy"] >= 0.1
+    assert full.scores["accuracy"] - grey.scores["accuracy"] >= 0.4
     rand = evaluate(shipped.model, shipped.processor, subset, select=select_random(0.25))
     focus = evaluate(shipped.model, shipped.processor, subset, select=select_focus(0.25))
     assert rand.kept_visual_tokens == focus.kept_visual_tokens == 36
-    assert focus.scores["accuracy"] > rand.scores["accuracy"]
+    assert full.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
+    assert focus.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
+
+def test_engine_is_exact_on_the_shipped_model(shipped, subset):
+    """Keep-all = the model's own forward, and the analytic FLOPs of five pruned forwards = what
+    FlopCounterMode counts on them."""
+    import torch
+
+    from paretobench.adapters import adapter_for
+    from paretobench.engine import Engine
+    from paretobench.flops import DecoderShape, counting_mode, lm_head_flops, prefill_flops
+    from paretobench.schedule import PruningSchedule
+    from pruners.fastv import FastV
+    from pruners.pyramiddrop import PyramidDrop
+
+    model = shipped.model
+    adapter = adapter_for(model, shipped.processor)
+    encoded = adapter.encode(subset[:3])
+    state = adapter.prepare(encoded)
+    with torch.no_grad():
+        want = model(**encoded.inputs).logits[:, -1]
+    torch.testing.assert_close(Engine(adapter).prefill(state).logits, want, rtol=0, atol=1e-5)
+    shape = DecoderShape.from_config(model.config.text_config)
+    one = adapter.prepare(adapter.encode(subset[:1]))
+    for text, pruner in (("2:0.5", FastV()), ("0:0.5", FastV()), ("1:0.75,4:0.25", FastV()),
+                         ("2:0.5,4:0.25,6:0.125", PyramidDrop()), ("1:0.3,5:0", FastV())):  # fmt: skip
+        with counting_mode() as counter:
+            result = Engine(adapter).prefill(one, PruningSchedule.parse(text, 8), pruner)
+        analytic = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0] + lm_head_flops(shape)
+        assert counter.get_total_flops() == analytic, text
