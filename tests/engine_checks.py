@@ -56,3 +56,13 @@ def assert_greedy_matches_generate(model, adapter, inputs, state, pad_id: int, s
         want = model.generate(**inputs, max_new_tokens=steps, do_sample=False, eos_token_id=None)
     assert torch.equal(got, want[:, inputs["input_ids"].shape[1] :])
     return got
+
+
+def assert_live_counts_follow_schedules(adapter, state, schedules) -> None:
+    """Live visual tokens at each layer = round_half_up(keep * Nv), per row."""
+    from paretobench.schedule import keep_count
+    from pruners.fastv import FastV
+
+    for schedule in schedules:
+        result = Engine(adapter).prefill(state, schedule, FastV())
+        assert result.live_visual == [[keep_count(k, nv) for nv in state.n_visual] for k in schedule.keep], schedule

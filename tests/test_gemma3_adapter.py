@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine_checks import (
+    assert_live_counts_follow_schedules,
     assert_batch_equals_alone,
     assert_greedy_matches_generate,
     assert_keep_all_matches_model,
@@ -250,10 +251,8 @@ def test_pruned_generation_of_a_padded_batch_equals_each_sample_alone(tiny, samp
 def test_live_visual_tokens_follow_the_schedule_per_row(tiny, samples):
     model, processor = tiny
     a, _, state = _state(model, processor, samples)
-    for text in ("0.5,0.5", "1,0.25", "0.3,0", "1,1"):
-        schedule = PruningSchedule.parse(text, 2)
-        result = Engine(a).prefill(state, schedule, FastV())
-        assert result.live_visual == [[keep_count(k, nv) for nv in state.n_visual] for k in schedule.keep], text
+    schedules = [PruningSchedule.parse(t, 2) for t in ("0.5,0.5", "1,0.25", "0.3,0", "1,1")]
+    assert_live_counts_follow_schedules(a, state, schedules)
 
 
 def _eager_maps(model, inputs) -> list[torch.Tensor]:
