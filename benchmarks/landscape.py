@@ -23,16 +23,23 @@ from pathlib import Path
 
 def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: int):
     """Distinct schedules within ``budget``: one step at every layer that can reach it, then two
-    steps (first at a share of the tokens, the second as large as the budget allows)."""
+    steps (first at a share of the tokens, the second as large as the budget allows); schedules
+    whose token counts differ by at most two tokens at every layer count once."""
     from paretobench.schedule import PruningSchedule, ScheduleError, flops_fraction, single_step_for_budget
 
     out: dict[str, PruningSchedule] = {}
+
+    def add(s):
+        # a second step within a couple of tokens of the first is the same schedule in practice
+        counts = s.counts(n_visual)
+        if all(max(abs(a - b) for a, b in zip(counts, o.counts(n_visual))) > 2 for o in out.values()):
+            out[str(s)] = s
+
     for layer in range(shape.layers):
         try:
-            s = single_step_for_budget(shape, layer, budget, n_text, n_visual)
+            add(single_step_for_budget(shape, layer, budget, n_text, n_visual))
         except ScheduleError:
             continue
-        out[str(s)] = s
     for first in range(shape.layers):
         for second in range(first + 1, shape.layers):
             for r1 in (0.75, 0.5, 0.3):
@@ -43,7 +50,7 @@ def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: in
                         best = s
                         break
                 if best is not None and best.counts(n_visual)[second] > 0:
-                    out.setdefault(str(best), best)
+                    add(best)
     schedules = list(out.values())
     if len(schedules) > limit:  # spread the pick over the list (it is ordered by layer)
         step = len(schedules) / limit
