@@ -192,7 +192,8 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
         f"- language model: Llama, {t['num_hidden_layers']} layers, hidden {t['hidden_size']}, "
         f"{t['num_attention_heads']} query / {t['num_key_value_heads']} key-value heads, SwiGLU width "
         f"{t['intermediate_size']}, word-level vocabulary of {t['vocab_size']}",
-        f"- prompt: VLMEvalKit's MCQ prompt in a `USER: <image>\\n... ASSISTANT:` template, "
+        "- prompt: VLMEvalKit's MCQ prompt in a `USER: <question and options><image>\\nASSISTANT:` template "
+        "(the image after the question), "
         f"{full['text_tokens']:.1f} text tokens on average; answers are the option's text",
         f"- LLM prefill: {full['llm_prefill_flops'] / 1e6:.1f} MFLOPs per question (decoder layers)",
     ]
