@@ -66,3 +66,23 @@ def test_bad_schedules_and_budgets_are_one_line_errors(tiny_model_dir, synth_dir
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_an_architecture_without_an_adapter_is_a_one_line_error(tmp_path, synth_dir, capsys):
+    """LLaVA with a Qwen2 decoder is a real transformers model, but no pruning adapter covers it."""
+    from paretobench.models.tiny_llava import build_model, build_processor
+
+    processor = build_processor()
+    model = build_model(processor, seed=1, text_layers=2, text_hidden=32, vision_layers=1)
+    config = model.config.to_dict()
+    config["text_config"]["model_type"] = "qwen2"
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    LlavaForConditionalGeneration(LlavaConfig.from_dict(config)).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    capsys.readouterr()  # saving prints its own progress
+    args = ["eval", "--model", str(tmp_path), "--data", str(synth_dir), "--limit", "1", "--pruner", "fastv",
+            "--schedule", "1,0.5"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no pruning adapter" in err and "'qwen2' decoder" in err and err.count("\n") == 1, err
