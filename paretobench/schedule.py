@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
-
 from paretobench.flops import DecoderShape, prefill_flops
 
 
@@ -158,8 +156,6 @@ def single_step_for_budget(shape: DecoderShape, layer: int, budget: float, n_tex
     best = None
     for count in range(n_visual, -1, -1):
         s = PruningSchedule.steps(shape.layers, {layer: count / n_visual})
-        if keep_count(count / n_visual, n_visual) != count:
-            continue
         if flops_fraction(shape, s, n_text, n_visual, mode) <= budget + 1e-12:
             best = s
             break
@@ -168,6 +164,3 @@ def single_step_for_budget(shape: DecoderShape, layer: int, budget: float, n_tex
                             "start earlier or raise the budget")  # fmt: skip
     return best
 
-
-def as_schedules(texts: Iterable[str], layers: int) -> Sequence[PruningSchedule]:
-    return [PruningSchedule.parse(t, layers) for t in texts]
