@@ -8,7 +8,7 @@ import torch
 
 from paretobench.models.loading import load_model
 from paretobench.models.recipe import TrainConfig
-from paretobench.models.train import family_weights, patch_labels, train_embedded
+from paretobench.models.train import family_weights, parse_emphasis, patch_labels, train_embedded
 from paretobench.data.tsv import read_tsv
 
 
@@ -85,3 +85,11 @@ def test_families_enter_one_at_a_time_then_share_equally():
     for step, introduce in ((50, 10), (0, 0)):
         w, active = family_weights(fam, step, introduce)
         assert sorted(active) == sorted(set(fam)) and all(share(w, f) == pytest.approx(0.2) for f in set(fam))
+    # emphasis scales the shares once every family trains: relation x3 -> 3 / (4 + 3)
+    w, _ = family_weights(fam, 0, 0, parse_emphasis("relation=3"))
+    assert share(w, "relation") == pytest.approx(3 / 7) and share(w, "count") == pytest.approx(1 / 7)
+    with pytest.raises(ValueError, match="not in the training data"):
+        family_weights(fam, 0, 0, {"chart": 2.0})
+    for bad in ("relation", "relation=x", "relation=0"):
+        with pytest.raises(ValueError, match="FAMILY=WEIGHT"):
+            parse_emphasis(bad)

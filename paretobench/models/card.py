@@ -103,12 +103,13 @@ def _chain(training: dict) -> list[dict]:
 
 
 def _schedule_text(c: dict) -> str:
+    shares = f"relative shares {c['emphasis']} (others 1)" if c.get("emphasis") else "equal shares"
     if c.get("introduce"):
         return (f"families entering one at a time every {c['introduce']} steps (the newest half of each batch, "
-                f"the earlier ones sharing the other half), then equal shares")
+                f"the earlier ones sharing the other half), then {shares}")
     if "curriculum" in c:  # the recipe before families entered one at a time
         return f"easy families x4 for the first {int(100 * c['curriculum'])}% of steps, x0.5 after"
-    return "all families in equal shares"
+    return f"all families in {shares}"
 
 
 def _stage2_text(r: dict) -> str:

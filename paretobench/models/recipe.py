@@ -21,6 +21,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 150
     introduce: int = 300  # stage-2 steps between families entering training (0: all from the start)
+    emphasis: str = ""  # once all families train together, their relative shares, e.g. "relation=3,shape=2"
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
     grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
     grounding_layer: int = 4  # the decoder layer whose output the grounding probe reads

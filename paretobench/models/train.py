@@ -187,14 +187,29 @@ def answer_accuracy(model, ids, starts, rows, pad_id, images, families, batch=64
     return per
 
 
-def family_weights(fam: np.ndarray, step: int, introduce: int) -> tuple[np.ndarray, list[str]]:
+def parse_emphasis(text: str) -> dict[str, float]:
+    """``"relation=3,shape=2"`` -> ``{"relation": 3.0, "shape": 2.0}`` (families not named: 1)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"emphasis {part!r}: expected FAMILY=WEIGHT, e.g. relation=3") from None
+        if not sep or out[name.strip()] <= 0:
+            raise ValueError(f"emphasis {part!r}: expected FAMILY=WEIGHT with a positive weight")
+    return out
+
+
+def family_weights(fam: np.ndarray, step: int, introduce: int,
+                   emphasis: dict[str, float] | None = None) -> tuple[np.ndarray, list[str]]:
     """Sampling weight of each training row (by its family ``fam``) at stage-2 ``step``, and the
     families trained on so far.
 
     Families enter one at a time, ``introduce`` steps apart, in ``ORDER`` (others after, by
     name): the newest family gets half of each batch, the ones before it share the other half.
-    Once all have entered, every family gets an equal share. ``introduce=0``: equal shares from
-    the start. Measured on the embedded model: trained alone, a family leaves the loss plateau in
+    Once all have entered, every family gets an equal share, scaled by ``emphasis`` (family ->
+    relative weight). ``introduce=0``: those shares from the start. Measured on the embedded model: trained alone, a family leaves the loss plateau in
     a few hundred steps; mixed with the seven others from the start, it stays near chance for
     thousands of steps.
     """
@@ -202,7 +217,11 @@ def family_weights(fam: np.ndarray, step: int, introduce: int) -> tuple[np.ndarr
     order = [f for f in ORDER if f in present] + sorted(present - set(ORDER))
     k = step // introduce if introduce else len(order)
     if k >= len(order):
-        share = {f: 1 / len(order) for f in order}
+        emphasis = emphasis or {}
+        unknown = set(emphasis) - present
+        if unknown:
+            raise ValueError(f"emphasis names families not in the training data: {sorted(unknown)}")
+        share = {f: emphasis.get(f, 1.0) for f in order}
     else:
         new, old = order[k], order[:k]
         share = {new: 0.5 if old else 1.0, **{f: 0.5 / len(old) for f in old}}
@@ -221,12 +240,13 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     fam = np.array([families[r] for r in train_rows])
+    emphasis = parse_emphasis(cfg.emphasis)
     history = []
     t0 = time.time()
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.steps, cfg.warmup, cfg.lr)
-        w, active = family_weights(fam, step, cfg.introduce)
+        w, active = family_weights(fam, step, cfg.introduce, emphasis)
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
         input_ids, mask, labels = collate(ids, starts, rows, pad_id)
         model.train()
