@@ -199,8 +199,11 @@ class Engine:
         state = ctx.state
         counts = state.visual_counts()
         want = [min(t, c) for t, c in zip(targets, counts)]
-        chosen = pruner.select(ctx, want)
-        merged = pruner.merge(ctx, chosen)
+        if not any(want):  # every visual token goes: nothing to rank, nothing to pay for scoring
+            chosen, merged = [torch.zeros(0, dtype=torch.long, device=state.h.device) for _ in want], None
+        else:
+            chosen = pruner.select(ctx, want)
+            merged = pruner.merge(ctx, chosen)
         h = state.h
         rows = []
         for b, keep in enumerate(chosen):

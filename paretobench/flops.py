@@ -50,6 +50,17 @@ def layer_flops(shape: DecoderShape, n: int) -> int:
     return proj + attn + mlp
 
 
+def qk_projection_flops(shape: DecoderShape, n: int) -> int:
+    """The q and k projections of one layer over ``n`` tokens (a pruner that scores with a
+    layer's own projections, rather than those the previous layer computed anyway, pays this)."""
+    return 2 * n * shape.hidden * (shape.heads + shape.kv_heads) * shape.head_dim
+
+
+def score_rows_flops(shape: DecoderShape, rows: int, n: int) -> int:
+    """Attention logits of ``rows`` query rows over ``n`` keys, every head."""
+    return 2 * shape.heads * rows * n * shape.head_dim
+
+
 def prefill_flops(shape: DecoderShape, tokens_per_layer) -> int:
     """Decoder-layer prefill FLOPs for the live token count at each layer's input."""
     tokens_per_layer = list(tokens_per_layer)

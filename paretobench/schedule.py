@@ -7,6 +7,10 @@ live visual tokens at layer ``i`` is ``round_half_up(keep[i] * Nv)`` everywhere 
 A budget is a fraction of the unpruned decoder prefill FLOPs of the same input (the paper's
 Table 1 convention, ``mode="total"``), or, as the official VisPCO code defines it, a fraction
 of the prunable range between the text-only floor and the unpruned cost (``mode="prunable"``).
+A schedule's cost can include what its pruner spends scoring tokens (``ScoreCost``): at every
+pruning step, the attention rows the pruner reads and, when it scores with the pruned layer's
+own projections (or prunes before layer 0), those q/k projections. That is what the engine
+executes and counts, so a budget met by this estimate is met by the realised FLOPs.
 This module is free of torch.
 """
 
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from paretobench.flops import DecoderShape, prefill_flops
+
+from paretobench.flops import DecoderShape, prefill_flops, qk_projection_flops, score_rows_flops
 
 
 class ScheduleError(ValueError):
@@ -108,17 +113,58 @@ class PruningSchedule:
 BUDGET_MODES = ("total", "prunable")
 
 
-def schedule_flops(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int) -> int:
-    """Decoder prefill FLOPs with the schedule's live token count at each layer."""
+SCORE_ROWS = ("none", "last", "text", "all")
+
+
+@dataclass(frozen=True)
+class ScoreCost:
+    """What a pruner's scoring costs at each pruning step. ``rows``: the query rows it reads —
+    ``none`` (no attention: random, spatial), ``last`` (the last position: FastV, PyramidDrop),
+    ``text`` (at most every text token: SparseVLM's raters), ``all`` (every live token:
+    FitPrune). ``projects``: it scores with the pruned layer's own q/k (PyramidDrop) rather than
+    the previous layer's; before layer 0 every pruner that reads q/k projects them."""
+
+    rows: str = "none"
+    projects: bool = False
+    reads_qk: bool = False  # reads keys without attention rows (ViTCoP's K-norm)
+
+    def __post_init__(self):
+        if self.rows not in SCORE_ROWS:
+            raise ValueError(f"unknown score rows {self.rows!r}; valid: {', '.join(SCORE_ROWS)}")
+
+    def step(self, shape: DecoderShape, layer: int, n_text: int, n_live_visual: int) -> int:
+        """FLOPs of one pruning step before ``layer`` with that many live tokens."""
+        n = n_text + n_live_visual
+        rows = {"none": 0, "last": 1, "text": n_text, "all": n}[self.rows]
+        cost = score_rows_flops(shape, rows, n)
+        if (rows or self.reads_qk) and (layer == 0 or self.projects):
+            cost += qk_projection_flops(shape, n)
+        return cost
+
+
+FREE = ScoreCost()
+
+
+def schedule_flops(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int,
+                   score: ScoreCost = FREE) -> int:  # fmt: skip
+    """Decoder prefill FLOPs with the schedule's live token count at each layer, plus what the
+    pruner's scoring costs at each step (``score``; default: nothing)."""
     schedule.check_layers(shape.layers)
-    return prefill_flops(shape, [n_text + c for c in schedule.counts(n_visual)])
+    counts = schedule.counts(n_visual)
+    cost = prefill_flops(shape, [n_text + c for c in counts])
+    before = n_visual
+    for layer, c in enumerate(counts):
+        if 0 < c < before:  # dropping every token needs no ranking
+            cost += score.step(shape, layer, n_text, before)
+        before = c
+    return cost
 
 
 def flops_fraction(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int,
-                   mode: str = "total") -> float:  # fmt: skip
+                   mode: str = "total", score: ScoreCost = FREE) -> float:  # fmt: skip
     """The schedule's cost as a budget fraction (see the module docstring for the two modes)."""
     full = prefill_flops(shape, [n_text + n_visual] * shape.layers)
-    cost = schedule_flops(shape, schedule, n_text, n_visual)
+    cost = schedule_flops(shape, schedule, n_text, n_visual, score)
     if mode == "total":
         return cost / full
     if mode == "prunable":
@@ -148,7 +194,7 @@ def check_budget(budget: float, shape: DecoderShape, n_text: int, n_visual: int,
 
 
 def single_step_for_budget(shape: DecoderShape, layer: int, budget: float, n_text: int, n_visual: int,
-                           mode: str = "total") -> PruningSchedule:  # fmt: skip
+                           mode: str = "total", score: ScoreCost = FREE) -> PruningSchedule:  # fmt: skip
     """The schedule that keeps everything before ``layer`` and, from ``layer`` on, the largest
     token count whose cost stays within ``budget`` (FastV-style, one step). Raises if even
     dropping every visual token at ``layer`` costs more."""
@@ -156,7 +202,7 @@ def single_step_for_budget(shape: DecoderShape, layer: int, budget: float, n_tex
     best = None
     for count in range(n_visual, -1, -1):
         s = PruningSchedule.steps(shape.layers, {layer: count / n_visual})
-        if flops_fraction(shape, s, n_text, n_visual, mode) <= budget + 1e-12:
+        if flops_fraction(shape, s, n_text, n_visual, mode, score) <= budget + 1e-12:
             best = s
             break
     if best is None:

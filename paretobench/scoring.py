@@ -23,6 +23,7 @@ _REFUSALS = (
     "Cannot determine the answer",
 )
 NO_CHOICE = "Z"
+SCORING_VERSION = 1  # bump when a rule below changes what counts as correct (part of every evaluation key)
 
 
 def infer_option_letter(answer: str, options: dict[str, str]) -> str | None:

@@ -27,6 +27,9 @@ class Pruner:
     # where attention rows come from at a step before layer i: "previous" = the q/k layer i-1
     # computed anyway (free), "current" = layer i's projections of its input (extra FLOPs)
     score_layer: str = "previous"
+    # which query rows a scoring step reads (the FLOPs it costs): none, last, text or all
+    score_rows: str = "all"
+    reads_keys: bool = False  # reads keys without attention rows (then pays for them only before layer 0)
 
     def scores(self, ctx: ScoreContext) -> torch.Tensor:
         """(B, n) importance of every position of the current sequence; only the entries of
@@ -58,6 +61,12 @@ class Pruner:
         from paretobench.schedule import ScheduleError
 
         raise ScheduleError(f"{self.name} has no published schedule; give --schedule or --budget")
+
+    def score_cost(self):
+        """What each pruning step's scoring costs, for costing schedules before running them."""
+        from paretobench.schedule import ScoreCost
+
+        return ScoreCost(rows=self.score_rows, projects=self.score_layer == "current", reads_qk=self.reads_keys)
 
     def config(self) -> dict:
         """Everything that changes which tokens this pruner keeps (part of an evaluation's key)."""

@@ -9,6 +9,7 @@ from pruners.base import Pruner
 
 class Random(Pruner):
     name = "random"
+    score_rows = "none"
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -35,6 +36,7 @@ class Spatial(Pruner):
     """Keep tokens evenly spaced along the live visual tokens in image (raster) order."""
 
     name = "spatial"
+    score_rows = "none"
 
     def select(self, ctx, k):
         import torch

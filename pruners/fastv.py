@@ -11,6 +11,7 @@ from pruners.base import Pruner
 
 class FastV(Pruner):
     name = "fastv"
+    score_rows = "last"
 
     def scores(self, ctx):
         return ctx.attention(ctx.last_positions()).mean(1)[:, 0]

@@ -22,6 +22,7 @@ DEFAULT_BUDGET = 0.5
 
 class FitPrune(Pruner):
     name = "fitprune"
+    score_rows = "all"  # cross (text -> visual) and self (visual -> visual) attention
     DEFAULT_BUDGET = DEFAULT_BUDGET
 
     def scores(self, ctx):

@@ -14,6 +14,7 @@ from pruners.base import Pruner
 
 class PyramidDrop(Pruner):
     name = "pyramiddrop"
+    score_rows = "last"
     score_layer = "current"
 
     def __init__(self, ratio: float = 0.5):

@@ -45,6 +45,7 @@ def density_peak_centres(x, n_centres: int, k: int = 5):
 
 class SparseVLM(Pruner):
     name = "sparsevlm"
+    score_rows = "text"  # the raters, at most every text token
 
     def __init__(self, recycle: float = 0.3):
         if not 0.0 <= recycle <= 1.0:

@@ -52,6 +52,8 @@ def _quota(sizes: list[int], k: int) -> list[int]:
 
 class ViTCoP(Pruner):
     name = "vitcop"
+    score_rows = "none"
+    reads_keys = True  # K-norm saliency
     needs_vision = True  # the adapter must provide the vision tower's CLS attention and keys
 
     @staticmethod

@@ -12,6 +12,9 @@ COMMANDS = {
     "eval": "paretobench.cli.eval",
     "flops": "paretobench.cli.flops",
     "model-card": "paretobench.cli.card",
+    "run": "paretobench.cli.run",
+    "frontier": "paretobench.cli.frontier",
+    "runs": "paretobench.cli.runs",
     "list": "paretobench.cli.ls",
 }
 
@@ -31,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     from paretobench.data.tsv import DatasetError
     from paretobench.models.loading import ModelError
     from paretobench.registry import RegistryError
+    from paretobench.store import StoreError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (DatasetError, ModelError, RegistryError, ValueError) as e:
+    except (DatasetError, ModelError, RegistryError, StoreError, ValueError, OSError) as e:
         print(f"paretobench {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -98,7 +98,7 @@ def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int
     pruner's preset starts."""
     from paretobench.adapters import adapter_for, text_token_counts
     from paretobench.flops import DecoderShape
-    from paretobench.schedule import single_step_for_budget
+    from paretobench.schedule import FREE, single_step_for_budget
 
     layers = loaded.model.config.text_config.num_hidden_layers
     adapter = adapter_for(loaded.model, loaded.processor)
@@ -109,10 +109,12 @@ def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int
         calib = dataset.samples[:: max(1, len(dataset.samples) // calibration)][:calibration]
         state = adapter.prepare(adapter.encode(calib), keys=[s.index for s in calib])
         return pruner_cls().fit(Engine(adapter), [state], budget, round(n_text), n_visual)
-    preset = pruner_cls().preset(layers) if pruner_cls else None
+    pruner = pruner_cls() if pruner_cls else None
+    preset = pruner.preset(layers) if pruner else None
     layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
     shape = DecoderShape.from_config(loaded.model.config.text_config)
-    return single_step_for_budget(shape, layer, budget, round(n_text), n_visual)
+    score = pruner.score_cost() if pruner else FREE  # the budget covers what scoring costs too
+    return single_step_for_budget(shape, layer, budget, round(n_text), n_visual, score=score)
 
 
 def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=False, schedule=None, pruner=None,

@@ -62,3 +62,21 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
         raise ModelError(f"cannot load a vision-language model from {path}: {e}") from e
     model.to(device).eval()
     return LoadedModel(name=name, path=path, model=model, processor=processor)
+
+
+def model_fingerprint(spec: str) -> str:
+    """A content fingerprint of a model folder, cheap even for checkpoints of many GB: sha256
+    over ``config.json`` and, for every weight file, its name, size and first and last MiB."""
+    import hashlib
+
+    _, path = check_model_dir(spec)
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()

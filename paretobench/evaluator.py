@@ -1,0 +1,174 @@
+"""The evaluator of the search harness: schedules in, ``Evaluation`` records out.
+
+A ``Workload`` names what is evaluated (model, datasets, pruner, batch size): small, picklable,
+so a Ray actor builds its own ``Evaluator`` from it. The ``Evaluator`` loads the model and the
+data once and evaluates a chunk of schedules together: each batch of images is encoded once
+and shared by every schedule of the chunk (``evaluate_many``).
+
+Objectives: ``flops_fraction`` (LLM prefill FLOPs, score rows included, over the unpruned
+prefill of the same inputs; lower is better) and ``accuracy`` (mean over groups, higher is
+better). Groups are the categories of a single dataset (synth8's eight families), or the
+datasets themselves when several are given (the paper's average over benchmarks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from paretobench.schedule import FREE, PruningSchedule, ScoreCost
+from paretobench.store import Evaluation, content_hash, evaluation_key
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str = "tiny-llava"
+    data: tuple[str, ...] = ("synth8",)
+    limit: int | None = None  # first N questions of each file
+    pruner: str = "fastv"
+    pruner_params: tuple[tuple[str, object], ...] = ()  # keyword arguments of the pruner's class
+    batch_size: int = 32
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a searcher may know about the problem: the decoder's shape and the mean token
+    counts of the inputs, enough to cost a schedule analytically before it is evaluated."""
+
+    shape: object  # paretobench.flops.DecoderShape
+    n_text: int
+    n_visual: int
+    mode: str = "total"  # budget convention, see paretobench.schedule
+    pruner: str = ""  # the pruner's registered name (a searcher may try its published schedule)
+    score: ScoreCost = FREE  # what the pruner's scoring costs per step (part of the realised FLOPs)
+
+    @property
+    def layers(self) -> int:
+        return self.shape.layers
+
+    def fraction(self, schedule: PruningSchedule) -> float:
+        """The schedule's cost, scoring included, as a fraction of the unpruned prefill."""
+        from paretobench.schedule import flops_fraction
+
+        return flops_fraction(self.shape, schedule, self.n_text, self.n_visual, self.mode, self.score)
+
+    @property
+    def floor(self) -> float:
+        """The cheapest reachable cost: every visual token dropped before layer 0."""
+        return self.fraction(PruningSchedule((0.0,) * self.layers))
+
+    def scaled(self, curve, budget: float) -> PruningSchedule:
+        """The largest multiple ``s * curve`` (0 <= s <= 1) of a non-increasing keep curve, in
+        whole tokens (rounded down), whose cost stays within ``budget``."""
+        nv, curve = self.n_visual, [float(c) for c in curve]
+
+        def at(s: float) -> PruningSchedule:
+            return PruningSchedule(tuple(math.floor(s * c * nv + 1e-9) / nv for c in curve))
+
+        if self.fraction(at(0.0)) > budget + 1e-12:
+            raise ValueError(f"budget {budget:g} is below the cheapest schedule's cost {self.floor:.3f}")
+        if self.fraction(at(1.0)) <= budget:
+            return at(1.0)
+        lo, hi = 0.0, 1.0
+        for _ in range(30):  # bisection on s; the cost never decreases as s grows
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.fraction(at(mid)) <= budget else (lo, mid)
+        return at(lo)
+
+
+@dataclass
+class Evaluator:
+    workload: Workload
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- cheap, driver side
+    @cached_property
+    def datasets(self):
+        from paretobench.data.datasets import load_dataset
+
+        return [load_dataset(d, limit=self.workload.limit) for d in self.workload.data]
+
+    @cached_property
+    def samples(self):
+        return [s for d in self.datasets for s in d.samples]
+
+    @cached_property
+    def groups(self) -> list[str]:
+        """Per sample, the group its accuracy is averaged in."""
+        if len(self.datasets) == 1:
+            return [s.category for s in self.samples]
+        return [d.name for d in self.datasets for _ in d.samples]
+
+    @cached_property
+    def data_key(self) -> str:
+        return content_hash({"files": [d.fingerprint for d in self.datasets], "limit": self.workload.limit,
+                             "samples": [s.index for s in self.samples]})  # fmt: skip
+
+    @cached_property
+    def model_key(self) -> str:
+        from paretobench.models.loading import model_fingerprint
+
+        return model_fingerprint(self.workload.model)
+
+    @cached_property
+    def pruner(self):
+        from paretobench.registry import PRUNERS
+
+        return PRUNERS.get(self.workload.pruner)(**dict(self.workload.pruner_params))
+
+    def key(self, schedule: PruningSchedule) -> str:
+        from paretobench.scoring import SCORING_VERSION
+
+        return evaluation_key(model=self.model_key, data=self.data_key, pruner=self.pruner.config(),
+                              schedule=schedule.keep, scoring=SCORING_VERSION)  # fmt: skip
+
+    # ---------------------------------------------------------------- needs the model
+    @property
+    def loaded(self):
+        if "model" not in self._loaded:
+            from paretobench.models.loading import load_model
+
+            if self.workload.threads:
+                import torch
+
+                torch.set_num_threads(self.workload.threads)
+            self._loaded["model"] = load_model(self.workload.model)
+        return self._loaded["model"]
+
+    @cached_property
+    def space(self) -> SearchSpace:
+        from paretobench.adapters import adapter_for, text_token_counts
+        from paretobench.flops import DecoderShape
+
+        m = self.loaded
+        n_text, n_visual = text_token_counts(adapter_for(m.model, m.processor), self.samples)
+        shape = DecoderShape.from_config(m.model.config.text_config)
+        return SearchSpace(shape, round(n_text), n_visual, pruner=self.workload.pruner,
+                           score=self.pruner.score_cost())  # fmt: skip
+
+    def evaluate(self, schedules: list[PruningSchedule]) -> list[Evaluation]:
+        """Evaluate the schedules together (image encodings shared), in order."""
+        from paretobench.evaluate import evaluate_many
+        from paretobench.scoring import accuracy
+
+        layers = self.space.layers
+        for s in schedules:
+            s.check_layers(layers)
+        m = self.loaded
+        results = evaluate_many(m.model, m.processor, self.samples, [(s, self.pruner) for s in schedules],
+                                batch_size=self.workload.batch_size)  # fmt: skip
+        out = []
+        for s, r in zip(schedules, results):
+            scores = accuracy(self.groups, r.correct)
+            out.append(Evaluation(
+                key=self.key(s), data=self.data_key, pruner=self.pruner.config(), schedule=list(s.keep),
+                flops=r.llm_prefill_flops, unpruned_flops=r.unpruned_flops,
+                flops_fraction=r.llm_prefill_flops / r.unpruned_flops,
+                accuracy=scores["mean_of_categories"], overall=scores["accuracy"],
+                per_category=scores["per_category"], correct=list(r.correct), live_visual=r.live_visual,
+                seconds=r.seconds, created=time.time(),
+            ))  # fmt: skip
+        return out

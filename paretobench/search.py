@@ -1,0 +1,203 @@
+"""The run loop: a searcher asks, the store answers what it already knows, a runner evaluates
+the rest, the store keeps each result the moment it arrives, the searcher is told.
+
+A run is named by what determines its results (searcher and its settings, pruner, model, data,
+budgets, n, seed), so running the same command again finds the same run: the searcher replays
+deterministically, every finished evaluation comes back from the store, and only what was never
+finished is computed. The run folder (``<out>/<run>/``) is rewritten from the store at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from paretobench.evaluator import Evaluator, Workload
+from paretobench.store import Evaluation, Store, content_hash
+
+RUNNERS = ("local", "ray")
+
+
+@dataclass
+class RunConfig:
+    searcher: str
+    pruner: str = "fastv"
+    model: str = "tiny-llava"
+    data: tuple[str, ...] = ("synth8",)
+    limit: int | None = None  # first N questions of each file
+    budgets: tuple[float, ...] = (0.3, 0.5, 0.7)
+    n: int = 40  # evaluations the searcher may ask for
+    seed: int = 0
+    params: dict = field(default_factory=dict)  # the searcher's own keyword arguments
+    out: str = "runs"  # results folder: store.sqlite + one folder per run
+    name: str = ""  # default: searcher-pruner-<hash of what determines the results>
+    runner: str = "local"
+    workers: int = 1
+    address: str | None = None  # an existing Ray cluster
+    batch_size: int = 32
+    chunk: int = 8  # schedules evaluated together (sharing image encodings) and stored together
+    threads: int = 0
+
+    def identity(self) -> dict:
+        """What determines the run's results (not where or how fast it runs)."""
+        return {"searcher": self.searcher, "params": self.params, "pruner": self.pruner, "model": self.model,
+                "data": list(self.data), "limit": self.limit, "budgets": list(self.budgets), "n": self.n,
+                "seed": self.seed}  # fmt: skip
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.searcher}-{self.pruner}-{content_hash(self.identity())[:8]}"
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    folder: Path
+    evaluations: list[Evaluation]  # distinct, in the order first asked
+    picks: dict
+    computed: int  # evaluated by this invocation
+    reused: int  # found in the store
+    seconds: float
+
+
+def check(cfg: RunConfig) -> None:
+    """Fail fast, before anything loads, on what is wrong with the command line."""
+    from paretobench.registry import PRUNERS, SEARCHERS
+
+    SEARCHERS.get(cfg.searcher), PRUNERS.get(cfg.pruner)
+    if cfg.runner not in RUNNERS:
+        raise ValueError(f"unknown runner {cfg.runner!r}; valid: {', '.join(RUNNERS)}")
+    if cfg.workers < 1 or cfg.chunk < 1 or cfg.n < 1:
+        raise ValueError("--workers, --chunk and --n must be >= 1")
+
+
+def make_runner(cfg: RunConfig, evaluator: Evaluator):
+    from paretobench.runners import LocalRunner, RayRunner
+
+    if cfg.runner == "ray":
+        return RayRunner(evaluator.workload, workers=cfg.workers, address=cfg.address)
+    return LocalRunner(evaluator)
+
+
+def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
+    from paretobench.registry import SEARCHERS
+
+    check(cfg)
+    t0 = time.perf_counter()
+    workload = Workload(model=cfg.model, data=tuple(cfg.data), limit=cfg.limit, pruner=cfg.pruner,
+                        batch_size=cfg.batch_size, threads=cfg.threads)  # fmt: skip
+    evaluator = Evaluator(workload)
+    store = Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)
+    try:
+        store.put_dataset(evaluator.data_key, "+".join(d.name for d in evaluator.datasets), evaluator.groups)
+        searcher = SEARCHERS.get(cfg.searcher)(evaluator.space, n=cfg.n, budgets=cfg.budgets, seed=cfg.seed,
+                                                **cfg.params)  # fmt: skip
+        name = cfg.run_name
+        store.begin_run(name, cfg.identity())
+        bar = _bar(progress, cfg.n, name)
+        runner = None
+        seq, computed, reused, seen = 0, 0, 0, {}
+        try:
+            while schedules := searcher.ask():
+                keys = [evaluator.key(s) for s in schedules]
+                store.add_items(name, seq, keys)
+                seq += len(keys)
+                have = store.get_many(keys)
+                todo = list({k: s for k, s in zip(keys, schedules) if k not in have}.values())
+                reused += sum(1 for k in dict.fromkeys(keys) if k in have and k not in seen)
+                if todo:
+                    runner = runner or make_runner(cfg, evaluator)
+                    chunks = [(i, todo[i : i + cfg.chunk]) for i in range(0, len(todo), cfg.chunk)]
+                    for _, evaluations in runner.run(chunks):
+                        for ev in evaluations:
+                            store.put(ev)
+                            have[ev.key] = ev
+                        computed += len(evaluations)
+                        bar.update(len(evaluations))
+                for k in keys:
+                    if k not in seen:
+                        seen[k] = have[k]
+                bar.update(len(keys) - len(todo))
+                searcher.tell(schedules, [have[k] for k in keys])
+        finally:
+            bar.close()
+            if runner is not None:
+                runner.close()
+        store.finish_run(name)
+        evaluations = list(seen.values())
+        picks = searcher.picks(evaluations)
+        folder = Path(cfg.out) / name
+        outcome = RunOutcome(name, folder, evaluations, picks, computed, reused, time.perf_counter() - t0)
+        write_run_folder(outcome, cfg, evaluator, searcher)
+        return outcome
+    finally:
+        store.close()
+
+
+def _bar(progress: bool, total: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="eval", disable=not progress, mininterval=1.0)
+
+
+# ----------------------------------------------------------------------------- run folder
+def evaluations_table(outcome: RunOutcome, groups: list[str]):
+    """One row per distinct evaluation, in the order first asked; frontier and pick flags."""
+    import pandas as pd
+
+    from paretobench.pareto import frontier_mask, points
+
+    evs = outcome.evaluations
+    on_front = frontier_mask(points([e.flops_fraction for e in evs], [e.accuracy for e in evs]))
+    pick_of = {}
+    for b, e in outcome.picks.items():
+        if e is not None:
+            pick_of.setdefault(e.key, []).append(f"{b:g}")
+    rows = []
+    for i, (e, front) in enumerate(zip(evs, on_front)):
+        rows.append({
+            "order": i, "key": e.key, "schedule": ",".join(f"{k:g}" for k in e.schedule),
+            "flops_fraction": e.flops_fraction, "accuracy": e.accuracy, "overall": e.overall,
+            "flops": e.flops, "unpruned_flops": e.unpruned_flops,
+            **{f"acc_{c}": a for c, a in e.per_category.items()},
+            "seconds": e.seconds, "on_frontier": bool(front), "pick_for": " ".join(pick_of.get(e.key, [])),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, searcher) -> None:
+    from paretobench.plots import frontier_plot
+
+    folder = outcome.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    space = evaluator.space
+    config = {
+        **asdict(cfg), "run": outcome.name, "searcher_params": searcher.params(),
+        "model_fingerprint": evaluator.model_key, "data_key": evaluator.data_key,
+        "samples": len(evaluator.samples), "pruner_config": evaluator.pruner.config(),
+        "space": {"layers": space.layers, "n_text": space.n_text, "n_visual": space.n_visual, "mode": space.mode},
+    }  # fmt: skip
+    _write_json(folder / "config.json", config)
+    table = evaluations_table(outcome, evaluator.groups)
+    table.to_csv(folder / "evaluations.csv", index=False)
+    table.to_parquet(folder / "evaluations.parquet", index=False)
+    front = table[table.on_frontier].sort_values(["flops_fraction", "accuracy"])
+    front.to_csv(folder / "frontier.csv", index=False)
+    frontier_plot(table, folder / "frontier.png", title=f"{cfg.searcher} / {cfg.pruner} on {cfg.model}")
+    summary = {
+        "run": outcome.name, "searcher": cfg.searcher, "pruner": cfg.pruner, "model": cfg.model,
+        "data": list(cfg.data), "evaluations": len(table), "frontier_points": int(table.on_frontier.sum()),
+        "computed": outcome.computed, "reused": outcome.reused, "seconds": outcome.seconds,
+        "picks": {f"{b:g}": None if e is None else {"schedule": e.schedule, "flops_fraction": e.flops_fraction,
+                                                   "accuracy": e.accuracy, "key": e.key}
+                  for b, e in outcome.picks.items()},
+    }  # fmt: skip
+    _write_json(folder / "summary.json", summary)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,57 @@
+"""``pymoo``: a pymoo multi-objective algorithm driven through its ask/tell interface; SMS-EMOA
+(hypervolume-based selection) by default, or NSGA-II / AGE-MOEA.
+
+Decision variables: one value in [0, 1] per layer, kept in non-increasing order (``monotone``).
+Objectives handed to pymoo: (FLOPs fraction, 1 - accuracy), both minimised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from searchers.base import Searcher, monotone
+
+ALGORITHMS = {
+    "smsemoa": "pymoo.algorithms.moo.sms:SMSEMOA",
+    "nsga2": "pymoo.algorithms.moo.nsga2:NSGA2",
+    "agemoea": "pymoo.algorithms.moo.age:AGEMOEA",
+}
+
+
+class Pymoo(Searcher):
+    name = "pymoo"
+
+    def __init__(self, space, *, algorithm: str = "smsemoa", population: int = 16, **kw):
+        super().__init__(space, **kw)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"pymoo: unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        if population < 2:
+            raise ValueError(f"pymoo: population must be >= 2, got {population}")
+        import importlib
+
+        from pymoo.core.problem import Problem
+
+        module, _, cls = ALGORITHMS[algorithm].partition(":")
+        self.algorithm_name, self.population = algorithm, population
+        self.problem = Problem(n_var=space.layers, n_obj=2, xl=0.0, xu=1.0)
+        self.algorithm = getattr(importlib.import_module(module), cls)(pop_size=population)
+        self.algorithm.setup(self.problem, termination=("n_eval", self.n), seed=self.seed, verbose=False)
+        self._pop = None
+
+    def params(self):
+        return {"algorithm": self.algorithm_name, "population": self.population}
+
+    def ask(self):
+        if self.asked >= self.n:
+            return []
+        self._pop = self.algorithm.ask()
+        X = self._pop.get("X")[: self.n - self.asked]
+        self._pop = self._pop[: len(X)]
+        return self._take([monotone(x) for x in X])
+
+    def tell(self, schedules, results):
+        from pymoo.problems.static import StaticProblem
+
+        F = np.array([[r.flops_fraction, 1.0 - r.accuracy] for r in results], dtype=float)
+        self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F), self._pop)
+        self.algorithm.tell(infills=self._pop)

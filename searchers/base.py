@@ -1,0 +1,88 @@
+"""The ``Searcher`` interface: a searcher proposes schedules and learns from their results; it
+never evaluates and never stores (the run loop in ``paretobench.search`` does both).
+
+    searcher = Random(space, n=40, budgets=(0.3, 0.5, 0.7), seed=0)
+    while schedules := searcher.ask():
+        searcher.tell(schedules, evaluate(schedules))
+
+A searcher is deterministic given its arguments and what it is told: that is what lets an
+interrupted run resume by replaying the searcher against the store (every finished evaluation
+comes back from the store at once, and the searcher asks again exactly what it asked before).
+
+Every searcher maps raw parameters to a schedule the same way (``monotone``): one value per
+layer, sorted into non-increasing order, so any non-increasing schedule is reachable and none
+is proposed twice in different orders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from paretobench.schedule import PruningSchedule, ScheduleError
+
+if TYPE_CHECKING:
+    from paretobench.evaluator import SearchSpace
+    from paretobench.store import Evaluation
+
+DEFAULT_BUDGETS = (0.3, 0.5, 0.7)
+# Realised FLOPs include the pruner's score rows, which a schedule's analytic cost does not
+# see; an evaluation "meets" a budget when its realised fraction is at most this much above it.
+BUDGET_SLACK = 0.005
+
+
+def monotone(values: Sequence[float]) -> PruningSchedule:
+    """Per-layer values in [0, 1] -> the schedule keeping them in non-increasing order."""
+    return PruningSchedule(tuple(sorted((min(1.0, max(0.0, float(v))) for v in values), reverse=True)))
+
+
+class Searcher:
+    """Subclasses set ``name`` and implement ``ask`` (and ``tell`` when they learn).
+
+    ``n`` is the number of evaluations the searcher may ask for; ``budgets`` the FLOPs
+    fractions it targets (those it picks a schedule for); ``seed`` makes it repeatable.
+    """
+
+    name: str = ""
+
+    def __init__(self, space: SearchSpace, *, n: int = 40, budgets: Sequence[float] = DEFAULT_BUDGETS,
+                 seed: int = 0):  # fmt: skip
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{self.name}: n must be a positive integer, got {n!r}")
+        budgets = tuple(float(b) for b in budgets)
+        if not budgets:
+            raise ValueError(f"{self.name}: give at least one budget")
+        for b in budgets:
+            if not math.isfinite(b) or not 0 < b <= 1:
+                raise ScheduleError(f"budget {b} must be in (0, 1]")
+            if b < space.floor - 1e-9:
+                raise ScheduleError(f"budget {b:g} is below the text-only floor {space.floor:.3f} of these inputs: "
+                                    "even dropping every visual token before layer 0 costs more")  # fmt: skip
+        self.space, self.n, self.budgets, self.seed = space, n, budgets, seed
+        self.asked = 0
+
+    def ask(self) -> list[PruningSchedule]:
+        """The next schedules to evaluate; an empty list when the search is over."""
+        raise NotImplementedError
+
+    def tell(self, schedules: list[PruningSchedule], results: list[Evaluation]) -> None:
+        """The evaluations of the schedules of the last ``ask``, in the same order."""
+
+    def picks(self, results: list[Evaluation]) -> dict[float, Evaluation | None]:
+        """Per budget, the schedule this searcher recommends: by default the most accurate of
+        its evaluations that meets the budget (ties: the cheaper, then the earlier)."""
+        out = {}
+        for b in self.budgets:
+            ok = [r for r in results if r.flops_fraction <= b + BUDGET_SLACK]
+            out[b] = max(ok, key=lambda r: (r.accuracy, -r.flops_fraction), default=None)
+        return out
+
+    def params(self) -> dict:
+        """The searcher's own settings beyond n, budgets and seed (recorded in the run config)."""
+        return {}
+
+    def _take(self, schedules: list[PruningSchedule]) -> list[PruningSchedule]:
+        """At most what is left of the ``n`` evaluations; counts them as asked."""
+        schedules = schedules[: self.n - self.asked]
+        self.asked += len(schedules)
+        return schedules
