@@ -20,7 +20,7 @@ metrics (objectives: FLOPs fraction and 1 - accuracy, both minimised, no further
 def add_parser(sub, name):
     p = sub.add_parser(name, help="a run's frontier, or its distance to another run's", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("run", help="a run folder written by `paretobench run`")
+    p.add_argument("folder", metavar="RUN", help="a run folder written by `paretobench run`")
     p.add_argument("--vs", default=None, help="the reference run folder (e.g. a large grid)")
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="budgets for gap@B (default: the run's)")
     p.add_argument("--ref-point", nargs=2, type=float, default=None, metavar=("FLOPS", "ERROR"),
@@ -33,7 +33,7 @@ def add_parser(sub, name):
 def run(args) -> int:
     from paretobench.runs import compare, describe, load_run
 
-    target = load_run(args.run)
+    target = load_run(args.folder)
     if args.vs is None:
         result = describe(target)
         lines = [f"{result['run']}: {result['evaluations']} evaluations, frontier of {len(result['frontier'])}:"]

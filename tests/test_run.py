@@ -1,0 +1,230 @@
+"""The search harness end to end on a tiny random model: store, resume, kill, Ray, CLI errors."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from paretobench.cli import main
+from paretobench.search import RunConfig, run
+from paretobench.store import Evaluation, Store, StoreError, evaluation_key
+
+# the columns that must not change between runs (timings do)
+STABLE = ["order", "key", "schedule", "flops_fraction", "accuracy", "overall", "flops", "on_frontier", "pick_for"]
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_model_dir, synth_dir):
+    def make(out, **kw):
+        base = dict(searcher="grid", pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2,
+                    n=6, budgets=(0.5,), out=str(out), chunk=2, batch_size=8)  # fmt: skip
+        return RunConfig(**{**base, **kw})
+
+    return make
+
+
+def table(outcome_or_folder):
+    folder = getattr(outcome_or_folder, "folder", outcome_or_folder)
+    return pd.read_csv(folder / "evaluations.csv", keep_default_na=False)[STABLE]
+
+
+def test_run_writes_its_folder_and_a_rerun_recomputes_nothing(cfg, tmp_path):
+    first = run(cfg(tmp_path), progress=False)
+    assert first.computed == 6 and first.reused == 0
+    names = {p.name for p in first.folder.iterdir()}
+    assert {"config.json", "evaluations.csv", "evaluations.parquet", "frontier.csv", "frontier.png",
+            "summary.json"} <= names  # fmt: skip
+    t = table(first)
+    assert len(t) == 6 and t.on_frontier.any()
+    assert pd.read_parquet(first.folder / "evaluations.parquet")[STABLE].astype(str).equals(t.astype(str))
+    summary = json.loads((first.folder / "summary.json").read_text())
+    pick = summary["picks"]["0.5"]
+    assert pick is None or pick["flops_fraction"] <= 0.5 + 0.005
+    config = json.loads((first.folder / "config.json").read_text())
+    assert config["searcher"] == "grid" and config["space"]["n_visual"] == 144 and config["samples"] == 16
+    again = run(cfg(tmp_path), progress=False)
+    assert again.computed == 0 and again.reused == 6 and again.name == first.name
+    assert table(again).equals(t)
+
+
+def test_evaluations_are_shared_across_runs_by_content_key(cfg, tmp_path):
+    run(cfg(tmp_path), progress=False)
+    other = run(cfg(tmp_path, n=8), progress=False)  # the same seed samples the same first schedules
+    assert other.reused >= 1 and other.computed + other.reused == 8
+
+
+def test_the_store_keeps_what_was_evaluated(cfg, tmp_path):
+    outcome = run(cfg(tmp_path), progress=False)
+    store = Store(tmp_path, model=None)
+    try:
+        assert store.count() == 6
+        ev = store.get_many([outcome.evaluations[0].key])[outcome.evaluations[0].key]
+        assert len(ev.correct) == 16 and ev.accuracy == outcome.evaluations[0].accuracy
+        name, groups = store.dataset(ev.data)
+        assert len(groups) == 16 and len(set(groups)) == 8
+        assert [r["run"] for r in store.runs()] == [outcome.name]
+    finally:
+        store.close()
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "paretobench.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _stored(out) -> int:
+    path = out / "store.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_run_killed_with_sigkill_resumes_without_losing_or_repeating_work(cfg, tmp_path, tiny_model_dir, synth_dir):
+    clean = run(cfg(tmp_path / "clean", n=10, chunk=1), progress=False)
+    out = tmp_path / "killed"
+    args = ["run", "--searcher", "grid", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "2",
+            "--n", "10", "--budgets", "0.5", "--out", str(out), "--chunk", "1", "--batch-size", "8", "--json"]  # fmt: skip
+    seen = []
+    for target in (2, 5):  # kill twice, at different points
+        proc = _cli(*args)
+        deadline = time.time() + 120
+        while _stored(out) < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(_stored(out))
+    assert seen[0] >= 2 and seen[1] >= seen[0]
+    proc = _cli(*args)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    store = Store(out, model=None)
+    try:
+        assert store.count() == 10  # nothing lost, nothing twice
+        assert len(store.run_keys(clean.name)) == 10
+    finally:
+        store.close()
+    assert table(out / clean.name).equals(table(clean))
+
+
+def test_ray_runner_gives_the_local_results(cfg, tmp_path):
+    local = run(cfg(tmp_path / "local"), progress=False)
+    ray_run = run(cfg(tmp_path / "ray", runner="ray", workers=2), progress=False)
+    assert ray_run.computed == 6
+    assert table(ray_run).equals(table(local))
+
+
+def test_ray_runner_survives_a_killed_actor(tiny_model_dir, synth_dir):
+    from paretobench.evaluator import Evaluator, Workload
+    from paretobench.runners import RayRunner
+    from paretobench.schedule import PruningSchedule
+
+    workload = Workload(model=str(tiny_model_dir), data=(str(synth_dir),), limit=1, batch_size=8)
+    evaluator = Evaluator(workload)
+    layers = evaluator.space.layers
+    schedules = [PruningSchedule.steps(layers, {1: k}) for k in (0.9, 0.5, 0.3, 0.1)]
+    want = {e.key: e.accuracy for e in evaluator.evaluate(schedules)}
+    runner = RayRunner(workload, workers=2)
+    try:
+        os.kill(runner.pids()[0], signal.SIGKILL)  # one actor dies before its work arrives
+        got = {}
+        for _, evs in runner.run([(0, schedules[:2]), (1, schedules[2:])]):
+            got.update({e.key: e.accuracy for e in evs})
+    finally:
+        runner.close()
+    assert got == want
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_cli_errors_are_one_line_and_keep_what_is_stored(cfg, tmp_path, capsys, tiny_model_dir, synth_dir):
+    assert main(["run", "--searcher", "randm", "--json"]) == 2
+    assert "did you mean 'random'" in capsys.readouterr().err
+    assert main(["run", "--searcher", "grid", "--pruner", "fastvv", "--json"]) == 2
+    assert "did you mean 'fastv'" in capsys.readouterr().err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("index\tquestion\n1\n")
+    assert main(["run", "--searcher", "grid", "--model", str(tiny_model_dir), "--data", str(bad), "--json"]) == 2
+    assert "bad.tsv" in capsys.readouterr().err
+    # a results folder of another model
+    out = tmp_path / "res"
+    run(cfg(out), progress=False)
+    before = (out / "store.sqlite").read_bytes()
+    other = Store(tmp_path / "x", model="another")
+    other.close()
+    with pytest.raises(StoreError, match="another model"):
+        Store(out, model="another")
+    assert main(["run", "--searcher", "grid", "--model", "tiny-llava", "--data", str(synth_dir), "--out", str(out),
+                 "--limit", "1", "--n", "2", "--json"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "another model" in err and err.count("\n") == 1
+    assert _stored(out) == 6
+    # a corrupted database: a clear error, the file left as it was
+    (out / "store.sqlite").write_bytes(b"not a database" * 100)
+    corrupted = (out / "store.sqlite").read_bytes()
+    assert main(["runs", str(out), "--json"]) == 2
+    assert "not a readable paretobench store" in capsys.readouterr().err
+    assert (out / "store.sqlite").read_bytes() == corrupted
+    assert before  # (the original store was written before the corruption)
+
+
+def test_store_refuses_a_nondeterministic_replay(tmp_path):
+    store = Store(tmp_path, model="m")
+    try:
+        store.begin_run("r", {"n": 1})
+        store.add_items("r", 0, ["a", "b"])
+        store.add_items("r", 0, ["a", "b"])  # the same replay is fine
+        with pytest.raises(StoreError, match="not deterministic"):
+            store.add_items("r", 1, ["c"])
+        with pytest.raises(StoreError, match="another configuration"):
+            store.begin_run("r", {"n": 2})
+    finally:
+        store.close()
+
+
+def test_evaluation_keys_depend_on_everything_that_changes_results():
+    base = dict(model="m", data="d", pruner={"name": "fastv"}, schedule=[1.0, 0.5], scoring=1)
+    k = evaluation_key(**base)
+    assert evaluation_key(**{**base, "schedule": (1, 0.5000000000001)}) == k  # same schedule, other spelling
+    for change in ({"model": "m2"}, {"data": "d2"}, {"pruner": {"name": "random", "seed": 0}},
+                   {"schedule": [1.0, 0.4]}, {"scoring": 2}):  # fmt: skip
+        assert evaluation_key(**{**base, **change}) != k
+
+
+def test_frontier_and_runs_commands(cfg, tmp_path, capsys):
+    a = run(cfg(tmp_path), progress=False)
+    b = run(cfg(tmp_path, searcher="random", n=4), progress=False)
+    assert main(["frontier", str(b.folder), "--vs", str(a.folder), "--bootstrap", "20", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {"igd", "igd_plus", "hv_ratio", "hausdorff", "gap", "ci95"} <= set(d)
+    assert d["ci95"]["igd"][0] <= d["igd"] + 1e-12
+    assert main(["frontier", str(a.folder), "--vs", str(a.folder), "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["igd"] == 0 and same["hv_ratio"] == 1
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in listed["runs"]) == sorted([a.name, b.name])
+    assert listed["evaluations"] == len({e.key for e in a.evaluations} | {e.key for e in b.evaluations})
+    assert main(["frontier", str(tmp_path / "nope")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_evaluation_round_trips_through_the_store(tmp_path):
+    ev = Evaluation(key="k", data="d", pruner={"name": "fastv"}, schedule=[1.0, 0.5], flops=1e9, unpruned_flops=2e9,
+                    flops_fraction=0.5, accuracy=0.75, overall=0.7, per_category={"a": 0.5, "b": 1.0},
+                    correct=[True, False, True], live_visual=[144.0, 72.0], seconds=1.5)  # fmt: skip
+    store = Store(tmp_path, model="m")
+    try:
+        store.put(ev)
+        store.put(ev)  # a second put of a finished key is a no-op
+        assert store.count() == 1 and store.get_many(["k", "missing"]) == {"k": ev}
+    finally:
+        store.close()
