@@ -213,6 +213,9 @@ def test_frontier_and_runs_commands(cfg, tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert sorted(r["run"] for r in listed["runs"]) == sorted([a.name, b.name])
     assert listed["evaluations"] == len({e.key for e in a.evaluations} | {e.key for e in b.evaluations})
+    assert main(["frontier", str(a.folder), str(b.folder), "--vs", str(a.folder), "--bootstrap", "0"]) == 0
+    table_text = capsys.readouterr().out
+    assert table_text.count(a.name) == 2 and b.name in table_text and "| igd" not in table_text.split("\n")[0]
     assert main(["frontier", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ from paretobench.cli._output import add_json, emit
 EXAMPLES = """examples:
   paretobench frontier runs/random-fastv-1a2b3c4d
   paretobench frontier runs/random-fastv-1a2b3c4d --vs runs/grid-fastv-5e6f7a8b --json
+  paretobench frontier runs/compare/*-fastv-* --vs runs/compare/grid-fastv-5e6f7a8b   # a table, one row per run
 metrics (objectives: FLOPs fraction and 1 - accuracy, both minimised, no further scaling):
   igd, igd_plus   mean distance from the reference frontier's points to the run's frontier
   hv_ratio        hypervolume of the run's frontier / the reference's (reference point --ref-point)
@@ -20,7 +21,7 @@ metrics (objectives: FLOPs fraction and 1 - accuracy, both minimised, no further
 def add_parser(sub, name):
     p = sub.add_parser(name, help="a run's frontier, or its distance to another run's", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("folder", metavar="RUN", help="a run folder written by `paretobench run`")
+    p.add_argument("folders", metavar="RUN", nargs="+", help="run folders written by `paretobench run`")
     p.add_argument("--vs", default=None, help="the reference run folder (e.g. a large grid)")
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="budgets for gap@B (default: the run's)")
     p.add_argument("--ref-point", nargs=2, type=float, default=None, metavar=("FLOPS", "ERROR"),
@@ -33,15 +34,21 @@ def add_parser(sub, name):
 def run(args) -> int:
     from paretobench.runs import compare, describe, load_run
 
-    target = load_run(args.folder)
     if args.vs is None:
-        result = describe(target)
+        if len(args.folders) > 1:
+            raise ValueError("several runs are compared to a reference: give --vs REF_RUN")
+        result = describe(load_run(args.folders[0]))
         lines = [f"{result['run']}: {result['evaluations']} evaluations, frontier of {len(result['frontier'])}:"]
         lines += [f"  {p['flops_fraction']:.3f} FLOPs  {p['accuracy']:.4f}" for p in result["frontier"]]
         emit(result, args.json, "\n".join(lines))
         return 0
-    result = compare(target, load_run(args.vs), budgets=args.budgets, ref_point=args.ref_point,
-                     bootstrap=args.bootstrap)  # fmt: skip
+    ref = load_run(args.vs)
+    results = [compare(load_run(f), ref, budgets=args.budgets, ref_point=args.ref_point, bootstrap=args.bootstrap)
+               for f in args.folders]  # fmt: skip
+    if len(results) > 1:
+        emit({"ref": ref.name, "runs": results}, args.json, _table(results))
+        return 0
+    result = results[0]
     ci = result.get("ci95") or {}
 
     def fmt(key, value):
@@ -57,3 +64,24 @@ def run(args) -> int:
         lines.append(f"  gap@{b:<6} {fmt(f'gap@{b}', g)}")
     emit(result, args.json, "\n".join(lines))
     return 0
+
+
+def _table(results: list[dict]) -> str:
+    """One row per run: the metrics, 95% intervals in brackets where computed."""
+    budgets = list(results[0]["gap"])
+    head = ["run", "points", "igd", "igd_plus", "hv_ratio", "hausdorff", *(f"gap@{b}" for b in budgets)]
+    lines = [f"vs {results[0]['ref']} ({results[0]['ref_points']} frontier points)", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]  # fmt: skip
+    for r in results:
+        ci = r.get("ci95") or {}
+
+        def cell(key, value):
+            if value is None:
+                return "n/a"
+            lo_hi = ci.get(key)
+            return f"{value:.4f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+
+        row = [r["run"], str(r["points"]), *(cell(k, r[k]) for k in ("igd", "igd_plus", "hv_ratio", "hausdorff")),
+               *(cell(f"gap@{b}", r["gap"][b]) for b in budgets)]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
