@@ -67,8 +67,12 @@ class SeqState:
 class ScoreContext:
     """What a pruner sees at a pruning step before decoder layer ``layer``."""
 
-    def __init__(self, engine: Engine, state: SeqState, layer: int, qk, source: int, *, projects: bool = False):
+    def __init__(self, engine: Engine, state: SeqState, layer: int, qk, source: int, *, projects: bool = False,
+                 live: torch.Tensor | None = None):  # fmt: skip
         self.engine, self.state, self.layer, self.source = engine, state, layer, source
+        # (B, n) which positions are still in the sequence; None = all. The relaxed (masked, not
+        # dropped) forward of VisPCO keeps masked tokens in place: they are neither ranked nor attended.
+        self.live = live
         self._qk_source = qk  # a function giving (q, k), run only if a pruner asks for them
         self._projects = projects  # whether that runs the q/k projections (extra FLOPs)
         self._qk = None
@@ -89,7 +93,8 @@ class ScoreContext:
         return self._projections()[1]
 
     def visual_positions(self, b: int) -> torch.Tensor:
-        return torch.nonzero(self.state.visual[b]).squeeze(1)
+        visual = self.state.visual[b] if self.live is None else self.state.visual[b] & self.live[b]
+        return torch.nonzero(visual).squeeze(1)
 
     def last_positions(self) -> torch.Tensor:
         """(B, 1): the last position of every row (the token that predicts the answer)."""
@@ -107,6 +112,8 @@ class ScoreContext:
         k = k.repeat_interleave(heads // k.shape[1], dim=1)
         logits = torch.matmul(qs, k.transpose(-1, -2)).float() * self.engine.adapter.scaling(self.source)
         allowed = self.engine.adapter.allowed(self.source, self.state, query)
+        if self.live is not None:
+            allowed = allowed & self.live[:, None, :]
         logits = logits.masked_fill(~allowed[:, None], float("-inf"))
         lengths = self.state.valid.sum(1).tolist()
         for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)

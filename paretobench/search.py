@@ -89,6 +89,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
     workload = Workload(model=cfg.model, data=tuple(cfg.data), limit=cfg.limit, pruner=cfg.pruner,
                         batch_size=cfg.batch_size, threads=cfg.threads)  # fmt: skip
     evaluator = Evaluator(workload)
+    evaluator.data_key  # read and validate the data before the store is touched
     store = Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)
     try:
         store.put_dataset(evaluator.data_key, "+".join(d.name for d in evaluator.datasets), evaluator.groups)

@@ -152,8 +152,10 @@ def test_cli_errors_are_one_line_and_keep_what_is_stored(cfg, tmp_path, capsys, 
     assert "did you mean 'fastv'" in capsys.readouterr().err
     bad = tmp_path / "bad.tsv"
     bad.write_text("index\tquestion\n1\n")
-    assert main(["run", "--searcher", "grid", "--model", str(tiny_model_dir), "--data", str(bad), "--json"]) == 2
+    assert main(["run", "--searcher", "grid", "--model", str(tiny_model_dir), "--data", str(bad),
+                 "--out", str(tmp_path / "unused"), "--json"]) == 2  # fmt: skip
     assert "bad.tsv" in capsys.readouterr().err
+    assert not (tmp_path / "unused").exists()  # bad data is refused before a store is made
     # a results folder of another model
     out = tmp_path / "res"
     run(cfg(out), progress=False)
