@@ -82,6 +82,11 @@ DATASETS.register(
     "paretobench.data.datasets:synth8",
     doc="synthetic 8-family VQA benchmark (test split, 250 per family, seed 0), generated on first use",
 )
+DATASETS.register(
+    "synth8-train",
+    "paretobench.data.datasets:synth8_train",
+    doc="synth8's train split (128 per family, seed 0; questions apart from the test split), for VisPCO",
+)
 PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean attention, layer before the step")
 PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
 PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")
@@ -95,3 +100,4 @@ SEARCHERS.register("nsga2", "searchers:NSGA2", doc="Optuna NSGA-II on (FLOPs, ac
 SEARCHERS.register("pymoo", "searchers:Pymoo", doc="pymoo SMS-EMOA (or NSGA-II, AGE-MOEA) on (FLOPs, error)")
 SEARCHERS.register("gsearch", "searchers:GSearch", doc="greedy per-layer minimum, then a sigmoid curve tuned by BO")
 SEARCHERS.register("preset", "searchers:Preset", doc="the pruner's default, vtw-K for every K, aim")
+SEARCHERS.register("vispco", "searchers:VisPCO", doc="VisPCO: a ratio predictor trained by gradient through a relaxed forward")

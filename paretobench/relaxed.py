@@ -12,8 +12,9 @@ which survive (paper Eqs. 9-13):
 Attention multiplies the key columns of its probabilities by the cumulative mask and
 renormalises: with a 0/1 mask that IS the attention over the surviving tokens, so the forward
 values equal the engine's physically pruned forward that keeps the same tokens (a test checks
-it), while gradients reach ``keep`` through the thresholds. A layer whose target is at least
-its live count prunes nothing (no threshold, so no erosion of a flat schedule).
+it), while gradients reach ``keep`` through the thresholds. A layer whose target ``keep * Nv``
+rounds to at least its live count prunes nothing (no threshold, so no erosion of a flat
+schedule), as in the engine, which keeps ``round_half_up(keep * Nv)`` tokens.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
         for i in range(layers):
             counts = (hard & visual).sum(1)  # (B,) live visual tokens
             target = keep[:, i] * nv
-            prunes = bool((target.detach() < counts.float() - 1e-6).any())
+            prunes = bool((target.detach() < counts.float() - 0.5).any())
             if prunes:
                 if i == 0 or getattr(pruner, "score_layer", "previous") == "current":
                     qk, source = (lambda st=state, layer=i: a.project_qk(layer, st)), i
@@ -143,7 +144,7 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
                 step_soft = torch.sigmoid((scores - tau[:, None]) / relax.temperature)
                 step = step_soft + (step_hard.to(step_soft.dtype) - step_soft).detach()
                 # rows that need no pruning at this layer keep what they have
-                row = (target < counts.float() - 1e-6)[:, None]
+                row = (target.detach() < counts.float() - 0.5)[:, None]
                 step = torch.where(row & visual, step, torch.ones_like(step))
                 mask = mask * step
                 hard = hard & (~visual | ~row | step_hard)

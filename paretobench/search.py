@@ -97,6 +97,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                                                 **cfg.params)  # fmt: skip
         name = cfg.run_name
         store.begin_run(name, cfg.identity())
+        searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress)
         bar = _bar(progress, cfg.n, name)
         runner = None
         seq, computed, reused, seen = 0, 0, 0, {}
@@ -194,6 +195,7 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
         "picks": {f"{b:g}": None if e is None else {"schedule": e.schedule, "flops_fraction": e.flops_fraction,
                                                    "accuracy": e.accuracy, "key": e.key}
                   for b, e in outcome.picks.items()},
+        "searcher_report": searcher.report(outcome.evaluations),
     }  # fmt: skip
     _write_json(folder / "summary.json", summary)
 

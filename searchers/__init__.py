@@ -9,5 +9,6 @@ from searchers._preset import Preset
 from searchers._pymoo import Pymoo
 from searchers._random import Random
 from searchers.base import Searcher, monotone
+from searchers.vispco import VisPCO
 
-__all__ = ["Grid", "GSearch", "NSGA2", "Preset", "Pymoo", "Random", "Searcher", "monotone"]
+__all__ = ["Grid", "GSearch", "NSGA2", "Preset", "Pymoo", "Random", "Searcher", "VisPCO", "monotone"]

@@ -44,6 +44,8 @@ class Searcher:
     """
 
     name: str = ""
+    # a searcher that learns from the model itself (VisPCO) gets it through ``prepare``
+    needs_model: bool = False
 
     def __init__(self, space: SearchSpace, *, n: int = 40, budgets: Sequence[float] = DEFAULT_BUDGETS,
                  seed: int = 0):  # fmt: skip
@@ -61,6 +63,10 @@ class Searcher:
         self.space, self.n, self.budgets, self.seed = space, n, budgets, seed
         self.asked = 0
 
+    def prepare(self, evaluator, folder, *, progress: bool = True) -> None:
+        """Called once by the run loop before the first ``ask``, with the run's ``Evaluator``
+        (its loaded model, pruner and data) and run folder; black-box searchers ignore it."""
+
     def ask(self) -> list[PruningSchedule]:
         """The next schedules to evaluate; an empty list when the search is over."""
         raise NotImplementedError
@@ -76,6 +82,10 @@ class Searcher:
             ok = [r for r in results if r.flops_fraction <= b + BUDGET_SLACK]
             out[b] = max(ok, key=lambda r: (r.accuracy, -r.flops_fraction), default=None)
         return out
+
+    def report(self, results: list[Evaluation]) -> dict:
+        """What the searcher has to say about its run beyond the picks (kept in summary.json)."""
+        return {}
 
     def params(self) -> dict:
         """The searcher's own settings beyond n, budgets and seed (recorded in the run config)."""

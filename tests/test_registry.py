@@ -9,7 +9,7 @@ from paretobench.registry import DATASETS, MODELS, Registry, RegistryError
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(RegistryError, match="unknown model 'tiny-lava'; did you mean 'tiny-llava'?"):
         MODELS.get("tiny-lava")
-    with pytest.raises(RegistryError, match=r"unknown dataset 'mmbench' \(known: synth8\)"):
+    with pytest.raises(RegistryError, match=r"unknown dataset 'mmbench' \(known: synth8, synth8-train\)"):
         DATASETS.get("mmbench")
 
 

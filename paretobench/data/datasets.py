@@ -35,6 +35,17 @@ def synth8(seed: int = 0, n: int = 250) -> Path:
     return folder
 
 
+def synth8_train(seed: int = 0, n_train: int = 128) -> Path:
+    """synth8's train split (``n_train`` questions per family, interleaved), generated once
+    into the cache; its questions come from their own stream, apart from the test split's."""
+    from paretobench.data import synth
+
+    folder = cache_dir() / "synth8" / f"v{synth.VERSION}-seed{seed}-train{n_train}"
+    if not (folder / "manifest.json").is_file():
+        synth.synth(folder, seed=seed, n=1, n_train=n_train)
+    return folder / "synth8_train.tsv"
+
+
 def tsv_files(folder: Path) -> list[Path]:
     """Benchmark files of a folder: every ``*.tsv`` except training splits (``*_train.tsv``)."""
     files = sorted(p for p in folder.glob("*.tsv") if not p.stem.endswith("_train"))

@@ -1,0 +1,119 @@
+"""``vispco``: the VisPCO paper's gradient search. Instead of evaluating many schedules, it
+trains a ratio predictor (input, budget) -> keep curve by gradient descent through a relaxed,
+differentiable pruned forward of the model itself, then proposes one schedule per budget of a
+sweep (0.1 .. 0.9 and the run's budgets); each is evaluated like any other searcher's, pruned
+physically, so the predicted frontier is measured, not assumed.
+
+Unlike the black-box searchers it needs the model: the run loop calls ``prepare`` once before
+the first ``ask``, which trains the predictor (or loads the one this run saved before,
+``vispco-predictor.pt`` in the run folder, when its settings match) and reads the schedules
+off it. The run's ``summary.json`` holds the training summary and, per budget, the relaxed
+cost and KL next to the realised ones.
+
+The machinery: ``kernels`` (the paper's five keep curves and a free per-layer mode),
+``predictor`` (FiLM-conditioned MLP), ``objective`` (relaxed FLOPs, augmented Lagrangian),
+``train`` (Algorithm 1, proposals). This module imports none of them until it is used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from searchers.base import Searcher
+
+PREDICTOR_FILE = "vispco-predictor.pt"
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class VisPCO(Searcher):
+    name = "vispco"
+    needs_model = True
+
+    def __init__(self, space, *, kernel: str = "psigmoid", steps: int = 240, train: str = "synth8-train",
+                 train_limit: int | None = None, probe: int = 64, sweep=SWEEP, **kw):  # fmt: skip
+        from searchers.vispco.train import TrainConfig
+
+        hyper = {f.name for f in fields(TrainConfig)} - {"kernel", "steps", "seed"}
+        settings = {k: kw.pop(k) for k in list(kw) if k in hyper}
+        super().__init__(space, **kw)
+        self.config = TrainConfig(kernel=kernel, steps=steps, seed=self.seed, **settings)
+        if probe < 1:
+            raise ValueError(f"vispco: probe must be >= 1, got {probe}")
+        self.train_data, self.train_limit, self.probe = train, train_limit, int(probe)
+        feasible = self.space.floor + 1e-9
+        self.sweep = sorted({round(float(b), 6) for b in (*sweep, *self.budgets) if b >= feasible})
+        self.below_floor = sorted(float(b) for b in sweep if b < feasible)
+        self.trained = None
+        self.proposals: list = []
+        self.realised: dict[float, object] = {}
+
+    def params(self):
+        return {"kernel": self.config.kernel, "steps": self.config.steps, "train": self.train_data,
+                "train_limit": self.train_limit, "probe": self.probe, "sweep": self.sweep,
+                "below_floor": self.below_floor, "train_config": _plain(self.config)}  # fmt: skip
+
+    # ------------------------------------------------------------------ learning phase
+    def prepare(self, evaluator, folder: Path, *, progress: bool = True) -> None:
+        """Train the predictor on the model (or load this run's saved one) and propose."""
+        from paretobench.data.datasets import load_dataset
+        from searchers.vispco import train as T
+
+        m = evaluator.loaded
+        session = T.Session(m.model, m.processor, evaluator.pruner, mode=self.space.mode)
+        samples = load_dataset(self.train_data, limit=self.train_limit).samples
+        if len(samples) <= self.probe:
+            raise ValueError(f"vispco: {self.train_data} has {len(samples)} questions; training needs more "
+                             f"than the {self.probe} held out to read schedules off the predictor")  # fmt: skip
+        train_set, probe = samples[: -self.probe], samples[-self.probe :]
+        folder = Path(folder)
+        path = folder / PREDICTOR_FILE
+        trained = T.load(session, path, self.config)
+        if trained is None:
+            trained = T.train(session, train_set, self.config, progress=progress)
+            folder.mkdir(parents=True, exist_ok=True)
+            T.save(trained, path)
+        self.trained = trained
+        self.proposals = T.propose(session, trained, probe, self.sweep, self.space)
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self):
+        if self.trained is None:
+            raise RuntimeError("vispco learns from the model: call prepare(evaluator, folder) before ask "
+                               "(paretobench.search.run does)")  # fmt: skip
+        if self.asked:
+            return []
+        unique = list({p.schedule.keep: p.schedule for p in self.proposals}.values())
+        return self._take(unique)
+
+    def tell(self, schedules, results):
+        by_keep = {tuple(r.schedule): r for r in results}
+        for p in self.proposals:
+            if p.schedule.keep in by_keep:
+                self.realised[p.budget] = by_keep[p.schedule.keep]
+
+    def picks(self, results):
+        """Per budget, the evaluation of the schedule the predictor gave for it."""
+        by_keep = {tuple(r.schedule): r for r in results}
+        mine = {p.budget: by_keep.get(p.schedule.keep) for p in self.proposals}
+        return {b: mine.get(round(b, 6)) for b in self.budgets}
+
+    def report(self, results) -> dict:
+        """Training summary; per budget the relaxed cost and KL next to the realised ones."""
+        by_keep = {tuple(r.schedule): r for r in results}
+        rows = []
+        for p in self.proposals:
+            r = by_keep.get(p.schedule.keep)
+            rows.append({**p.record(), "realised_flops": None if r is None else r.flops_fraction,
+                         "accuracy": None if r is None else r.accuracy,
+                         "flops_gap": None if r is None else r.flops_fraction - p.relaxed_flops,
+                         "kl_gap": p.realised_kl - p.relaxed_kl})  # fmt: skip
+        return {"training": None if self.trained is None else self.trained.summary(), "proposals": rows,
+                "below_floor": self.below_floor}  # fmt: skip
+
+
+def _plain(obj) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(obj)))

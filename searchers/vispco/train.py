@@ -1,0 +1,274 @@
+"""Training VisPCO's ratio predictor (paper Algorithm 1) and reading schedules off it.
+
+Each step draws a batch of training questions (resampled so that their visual token counts are
+uniform, appendix C.1.1) and one budget per question, uniform over the range; the predictor
+gives each question a keep curve for its budget; the relaxed pruned forward
+(``paretobench.relaxed``) runs the frozen VLM with those curves, and the loss is
+
+    KL(teacher || student)  on the answer's first token  +  the augmented-Lagrangian term,
+
+the teacher being the same model unpruned. Every ``inner`` steps is one outer iteration of
+Algorithm 1: the multipliers and the penalty are updated from the costs seen in it.
+
+Hyper-parameters are the paper's (appendix C.1.4: lambda 100, alpha 2, beta 0.5, eps 0.01,
+T 0.1, AdamW 4e-4, batch 16) except: sigma, the Gaussian width in token positions, is scaled
+by the image's visual tokens (10 for 576 tokens, so 2.5 for the embedded model's 144), and the
+step count is what a 2-core CPU trains in a few minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from paretobench.adapters import adapter_for
+from paretobench.engine import Engine
+from paretobench.flops import DecoderShape
+from paretobench.relaxed import Relaxation, relaxed_prefill
+from paretobench.schedule import PruningSchedule, keep_count
+from searchers.vispco.kernels import kernel
+from searchers.vispco.objective import AugmentedLagrangian, relaxed_fraction
+from searchers.vispco.predictor import RatioPredictor, pooled_inputs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kernel: str = "psigmoid"  # psigmoid, exponential, linear, gentle, multistep, free
+    steps: int = 240
+    batch_size: int = 16
+    lr: float = 4e-4
+    lam: float = 100.0
+    alpha: float = 2.0
+    beta: float = 0.5
+    eps: float = 0.01
+    sigma: float | None = None  # None: 10 * Nv / 576
+    temperature: float = 0.1
+    inner: int = 20  # steps per outer iteration of Algorithm 1
+    budget_lo: float | None = None  # None: the inputs' text-only floor + 0.02
+    budget_hi: float = 0.95
+    bins: int = 4  # budget bins, one multiplier each
+    multisteps: int = 3  # M of the multi-step kernel
+    hidden: int = 64
+    seed: int = 0
+    equalise_bins: int = 10  # token-count bins of the resampling
+
+    def __post_init__(self):
+        kernel(self.kernel, steps=self.multisteps)  # raises on an unknown name
+        for name in ("steps", "batch_size", "inner", "bins", "multisteps", "hidden", "equalise_bins"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"vispco: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.budget_hi <= 1:
+            raise ValueError(f"vispco: budget_hi must be in (0, 1], got {self.budget_hi}")
+
+
+def equalised_weights(counts, bins: int = 10) -> torch.Tensor:
+    """Sampling weights that make ``counts`` (e.g. visual tokens per image) uniform over
+    ``bins`` equal-width bins of their range: each bin gets the same total weight, shared
+    equally by its members (over-sampling rare sizes, under-sampling common ones)."""
+    c = torch.as_tensor(list(counts), dtype=torch.float64)
+    lo, hi = float(c.min()), float(c.max())
+    if hi <= lo:
+        return torch.full_like(c, 1.0 / len(c))
+    idx = ((c - lo) / (hi - lo) * bins).long().clamp(0, bins - 1)
+    members = torch.bincount(idx, minlength=bins).double()
+    w = 1.0 / members[idx]
+    return w / w.sum()
+
+
+def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(B,) KL(teacher || student) of next-token distributions given as logits (B, V)."""
+    t = teacher.float().log_softmax(-1)
+    s = student.float().log_softmax(-1)
+    return (t.exp() * (t - s)).sum(-1)
+
+
+@dataclass
+class Trained:
+    predictor: RatioPredictor
+    config: TrainConfig
+    sigma: float
+    budget_range: tuple[float, float]
+    log: list[dict] = field(default_factory=list)  # one entry per step
+    outer: list[dict] = field(default_factory=list)  # one per outer iteration
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        last = self.log[-self.config.inner :] if self.log else []
+        mean = lambda k: sum(e[k] for e in last) / len(last) if last else None  # noqa: E731
+        return {"config": asdict(self.config), "sigma": self.sigma, "budget_range": list(self.budget_range),
+                "seconds": self.seconds, "steps": len(self.log), "final_kl": mean("kl"),
+                "final_violation": mean("violation"), "lam": self.outer[-1]["lam_after"] if self.outer else None,
+                "w": self.outer[-1]["w"] if self.outer else None}  # fmt: skip
+
+
+class Session:
+    """A frozen VLM, its pruner and the training questions: what training and probing share."""
+
+    def __init__(self, model, processor, pruner, *, mode: str = "total"):
+        self.model, self.processor, self.pruner, self.mode = model, processor, pruner, mode
+        self.adapter = adapter_for(model, processor)
+        self.engine = Engine(self.adapter)
+        self.shape = DecoderShape.from_config(model.config.get_text_config())
+        self.score = pruner.score_cost()
+        model.eval().requires_grad_(False)
+
+    def batch(self, samples):
+        with torch.no_grad():
+            state = self.adapter.prepare(self.adapter.encode(samples), keys=[s.index for s in samples])
+            teacher = self.engine.prefill(state).logits
+        n_visual = torch.tensor(state.n_visual)
+        n_text = state.valid.sum(1) - n_visual
+        return state, teacher, n_text, n_visual
+
+    def floor(self, samples) -> float:
+        """The text-only cost fraction of the samples (every visual token dropped before layer 0)."""
+        _, _, n_text, n_visual = self.batch(samples)
+        zero = torch.zeros(len(samples), self.shape.layers)
+        return float(relaxed_fraction(self.shape, zero, n_text, n_visual, mode=self.mode).max())
+
+
+def visual_token_counts(session: Session, samples) -> list[int]:
+    """Visual tokens of each sample's image (the processor decides; no model forward)."""
+    a = session.adapter
+    ids = a._processor_inputs(samples)["input_ids"]
+    return (ids == a.image_token_id).sum(1).tolist()
+
+
+def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True, counts=None) -> Trained:
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    layers = session.shape.layers
+    dim = session.model.config.get_text_config().hidden_size
+    predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
+    opt = torch.optim.AdamW(predictor.parameters(), lr=cfg.lr)
+    counts = counts if counts is not None else _counts_in_chunks(session, samples)
+    weights = equalised_weights(counts, cfg.equalise_bins)
+    nv = max(counts)
+    sigma = cfg.sigma if cfg.sigma is not None else max(1.0, 10.0 * nv / 576)
+    relax = Relaxation(sigma=sigma, temperature=cfg.temperature)
+    lo = cfg.budget_lo if cfg.budget_lo is not None else session.floor(samples[:32]) + 0.02
+    hi = cfg.budget_hi
+    if not lo < hi:
+        raise ValueError(f"vispco: the budget range [{lo:.3f}, {hi:.3f}] is empty")
+    al = AugmentedLagrangian(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, eps=cfg.eps, bins=cfg.bins, lo=lo, hi=hi)
+    out = Trained(predictor, cfg, sigma, (lo, hi))
+    bar = _bar(progress, cfg.steps)
+    seen_b, seen_f = [], []
+    t0 = time.perf_counter()
+    try:
+        for step in range(cfg.steps):
+            idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
+            state, teacher, n_text, n_visual = session.batch([samples[i] for i in idx])
+            budget = lo + (hi - lo) * torch.rand(len(idx), generator=g)
+            keep = predictor(pooled_inputs(state), budget)
+            student = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
+            kl = kl_to_teacher(student.logits, teacher)
+            flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+            loss = kl.mean() + al.penalty(budget, flops).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen_b.append(budget), seen_f.append(flops.detach())
+            entry = {"step": step + 1, "kl": float(kl.detach().mean()), "loss": float(loss.detach()),
+                     "flops_minus_budget": float((flops.detach() - budget).mean()),
+                     "violation": al.violation(budget, flops.detach()), "lam": al.lam, "w": float(sum(al.w) / len(al.w))}  # fmt: skip
+            out.log.append(entry)
+            if (step + 1) % cfg.inner == 0:
+                out.outer.append({"step": step + 1, **al.update(torch.cat(seen_b), torch.cat(seen_f))})
+                seen_b, seen_f = [], []
+            bar.set_postfix(kl=f"{entry['kl']:.3f}", viol=f"{entry['violation']:.3f}", lam=f"{al.lam:g}",
+                            w=f"{entry['w']:.2f}", refresh=False)  # fmt: skip
+            bar.update(1)
+    finally:
+        bar.close()
+    out.seconds = time.perf_counter() - t0
+    predictor.eval()
+    return out
+
+
+def _counts_in_chunks(session: Session, samples, chunk: int = 64) -> list[int]:
+    return [c for i in range(0, len(samples), chunk) for c in visual_token_counts(session, samples[i : i + chunk])]
+
+
+def _bar(progress: bool, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="vispco train", unit="step", disable=not progress, mininterval=1.0)
+
+
+# ----------------------------------------------------------------------------- reading schedules off
+@dataclass
+class Proposal:
+    budget: float
+    schedule: PruningSchedule  # whole visual tokens, within the budget by the analytic count
+    mean_keep: list[float]  # the predictor's curve averaged over the probe questions
+    relaxed_flops: float  # mean relaxed cost of the per-question curves (what training saw)
+    relaxed_kl: float  # mean KL of the relaxed forward under the per-question curves
+    realised_kl: float  # mean KL of the physically pruned forward under ``schedule``
+    kernel_params: dict[str, float]  # mean over the probe questions
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d["schedule"] = list(self.schedule.keep)
+        return d
+
+
+@torch.no_grad()
+def propose(session: Session, trained: Trained, probe, budgets, space) -> list[Proposal]:
+    """Per budget: the predictor's keep curves for the probe questions, averaged into one
+    schedule in whole tokens; scaled down (``SearchSpace.scaled``) if rounding took it over
+    the budget by the analytic count that the evaluator's FLOPs follow."""
+    state, teacher, n_text, n_visual = session.batch(probe)
+    pooled = pooled_inputs(state)
+    relax = Relaxation(sigma=trained.sigma, temperature=trained.config.temperature)
+    nv = space.n_visual
+    out = []
+    for b in budgets:
+        budget = torch.full((len(probe),), float(b))
+        keep = trained.predictor(pooled, budget)
+        params = {k: float(v.mean()) for k, v in trained.predictor.kernel_params(pooled, budget).items()}
+        relaxed = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
+        flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+        mean = keep.mean(0).tolist()
+        schedule = PruningSchedule(tuple(keep_count(k, nv) / nv for k in mean))
+        if space.fraction(schedule) > b:
+            schedule = space.scaled(schedule.keep, b)
+        hard = session.engine.prefill(state, schedule, session.pruner)
+        out.append(Proposal(
+            budget=float(b), schedule=schedule, mean_keep=mean, relaxed_flops=float(flops.mean()),
+            relaxed_kl=float(kl_to_teacher(relaxed.logits, teacher).mean()),
+            realised_kl=float(kl_to_teacher(hard.logits, teacher).mean()), kernel_params=params,
+        ))  # fmt: skip
+    return out
+
+
+def save(trained: Trained, path) -> None:
+    torch.save({"state_dict": trained.predictor.state_dict(), "summary": trained.summary(), "log": trained.log,
+                "outer": trained.outer}, path)  # fmt: skip
+
+
+def load(session: Session, path, cfg: TrainConfig) -> Trained | None:
+    """The predictor saved at ``path`` if it was trained with ``cfg``; else None."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        return None
+    summary = saved["summary"]
+    if summary["config"] != asdict(cfg):
+        return None
+    layers = session.shape.layers
+    dim = session.model.config.get_text_config().hidden_size
+    predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
+    predictor.load_state_dict(saved["state_dict"])
+    predictor.eval()
+    out = Trained(predictor, cfg, summary["sigma"], tuple(summary["budget_range"]), saved["log"], saved["outer"],
+                  summary["seconds"])  # fmt: skip
+    return out
+
+
+def budget_sweep(lo: float, hi: float = 0.9, step: float = 0.1) -> list[float]:
+    """0.1, 0.2, ..., 0.9, keeping those at or above ``lo``."""
+    return [round(step * i, 10) for i in range(1, int(math.floor(hi / step + 1e-9)) + 1) if step * i >= lo - 1e-9]

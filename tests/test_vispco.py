@@ -1,0 +1,188 @@
+"""VisPCO: kernels, relaxed FLOPs against the analytic count, the augmented Lagrangian worked by
+hand, resampling, and the searcher end to end on a tiny random model through the run loop."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from paretobench.flops import DecoderShape
+from paretobench.schedule import PruningSchedule, ScoreCost, flops_fraction, schedule_flops
+from searchers.vispco.kernels import KERNELS, kernel
+from searchers.vispco.objective import AugmentedLagrangian, relaxed_fraction
+from searchers.vispco.predictor import RatioPredictor
+from searchers.vispco.train import budget_sweep, equalised_weights, kl_to_teacher
+
+SHAPE = DecoderShape(layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172, vocab=100)
+
+
+# ----------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_kernel_gives_non_increasing_keeps_in_range_with_gradients(name):
+    k = kernel(name)
+    u = torch.randn(5, k.n_params(8), generator=torch.Generator().manual_seed(0), requires_grad=True)
+    keep = k(u, 8)
+    assert keep.shape == (5, 8)
+    assert (keep >= 0).all() and (keep <= 1).all()
+    assert (keep[:, 1:] <= keep[:, :-1] + 1e-6).all()
+    keep.sum().backward()
+    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+
+
+def test_kernels_follow_the_papers_formulas():
+    i = torch.arange(8.0)
+    p = {"k": torch.tensor([2.5]), "r": torch.tensor([0.3])}
+    steep = KERNELS["psigmoid"].curve(p, 8)[0]
+    assert torch.allclose(steep, 1 + (0.3 - 1) / (1 + torch.exp(-10 * (i - 2.5))))
+    assert steep[:2].min() > 0.99 and steep[4:].max() < 0.31  # a step at layer 3: single-layer pruning
+    gentle = KERNELS["gentle"].curve(p, 8)[0]
+    assert torch.allclose(gentle, 1 + (0.3 - 1) / (1 + torch.exp(-(i - 2.5))))
+    assert torch.allclose(KERNELS["exponential"].curve(p, 8)[0], 0.3 * torch.exp(-2.5 * i))
+    assert torch.allclose(KERNELS["linear"].curve(p, 8)[0], 0.3 - 2.5 * i)
+    ms = kernel("multistep", steps=2).curve(p, 8)[0]
+    want = 1 - sum((1 - 0.3) / 2 / (1 + torch.exp(-2.5 * (i - (2 * j - 1) * 8 / 4))) for j in (1, 2))
+    assert torch.allclose(ms, want)
+    s = {f"s{j}": torch.tensor([0.9]) for j in range(8)}
+    assert torch.allclose(KERNELS["free"].curve(s, 8)[0], 0.9 ** (i + 1))
+    with pytest.raises(ValueError, match="did you mean 'linear'"):
+        kernel("linaer")
+
+
+def test_the_predictor_depends_on_the_budget_once_trained_a_step():
+    pred = RatioPredictor(16, 8, kernel("psigmoid"))
+    pooled = torch.randn(4, 32)
+    budgets = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    before = pred(pooled, budgets)
+    assert torch.allclose(before, before[:1].expand(4, 8))  # zero-initialised head: one curve for all
+    opt = torch.optim.SGD(pred.parameters(), lr=0.5)
+    for _ in range(20):  # pull the mean keep towards the budget
+        loss = ((pred(pooled, budgets).mean(1) - budgets) ** 2).sum()
+        opt.zero_grad(), loss.backward(), opt.step()
+    after = pred(pooled, budgets).mean(1)
+    assert (after[1:] > after[:-1]).all()  # more budget, more tokens
+
+
+# ----------------------------------------------------------------------------- objective
+@pytest.mark.parametrize("mode", ["total", "prunable"])
+def test_relaxed_flops_equal_the_analytic_count_at_whole_tokens(mode):
+    score = ScoreCost(rows="last")
+    schedules = [PruningSchedule((1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125)),
+                 PruningSchedule((1.0,) * 8), PruningSchedule((0.75,) + (0.5,) * 7)]  # fmt: skip
+    keep = torch.tensor([s.keep for s in schedules], dtype=torch.float64, requires_grad=True)
+    got = relaxed_fraction(SHAPE, keep, torch.tensor([40, 40, 40]), torch.tensor([144, 144, 144]), mode=mode,
+                           score=score)  # fmt: skip
+    for g, s in zip(got.tolist(), schedules):
+        assert g == pytest.approx(flops_fraction(SHAPE, s, 40, 144, mode, score), rel=1e-9)
+    got.sum().backward()
+    assert (keep.grad > 0).all()  # every kept token costs
+    # a point between whole counts lies between their costs
+    mid = relaxed_fraction(SHAPE, torch.full((1, 8), 0.5 + 0.5 / 144), torch.tensor([40]), torch.tensor([144]))
+    lo = schedule_flops(SHAPE, PruningSchedule((72 / 144,) * 8), 40, 144)
+    hi = schedule_flops(SHAPE, PruningSchedule((73 / 144,) * 8), 40, 144)
+    full = schedule_flops(SHAPE, PruningSchedule((1.0,) * 8), 40, 144)
+    assert lo / full < float(mid) < hi / full
+
+
+def test_augmented_lagrangian_worked_by_hand():
+    al = AugmentedLagrangian(lam=10.0, alpha=2.0, beta=0.5, eps=0.01, bins=1)
+    b, f = torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.4])
+    # w = 0: z = max(0, -10 (0.5 - F)) = [1, 0]; term = (z^2 - 0) / 20 = [0.05, 0]
+    assert al.penalty(b, f).tolist() == pytest.approx([0.05, 0.0])
+    e = al.update(b, f)  # violation = mean(max(0, F - B)) = 0.05; first iteration: lambda stays
+    assert e["violation"] == pytest.approx(0.05) and al.lam == 10.0
+    assert al.w == pytest.approx([0.5])  # w <- mean(z) = mean([1, 0])
+    # w = 0.5: z = max(0, 0.5 - 10 (0.5 - F)) = [1.5, 0]; term = (z^2 - w^2) / 20
+    assert al.penalty(b, f).tolist() == pytest.approx([(1.5**2 - 0.25) / 20, -0.25 / 20])
+    al.update(b, torch.tensor([0.58, 0.4]))  # violation 0.04 >= 0.5 * 0.05: lambda doubles, then w moves
+    assert al.lam == 20.0
+    assert al.w == pytest.approx([(0.5 + 20 * 0.08 + 0) / 2])
+    al.update(b, torch.tensor([0.5, 0.5]))  # satisfied: lambda stays
+    assert al.lam == 20.0
+    # the gradient of the constraint term is the multiplier z
+    f = torch.tensor([0.6], requires_grad=True)
+    al2 = AugmentedLagrangian(lam=10.0, bins=1, w=[0.3])
+    al2.penalty(torch.tensor([0.5]), f).sum().backward()
+    assert f.grad.item() == pytest.approx(0.3 + 10 * 0.1)
+
+
+def test_one_multiplier_per_budget_bin():
+    al = AugmentedLagrangian(lam=10.0, bins=2, lo=0.2, hi=0.8)
+    al.update(torch.tensor([0.3, 0.7]), torch.tensor([0.4, 0.7]))  # only the low bin is over budget
+    assert al.w == pytest.approx([1.0, 0.0])
+
+
+def test_kl_to_teacher_is_zero_for_the_teacher_and_positive_otherwise():
+    t = torch.randn(3, 11)
+    assert kl_to_teacher(t, t).abs().max() < 1e-6
+    s = t + torch.randn(3, 11)
+    p, q = t.softmax(-1), s.softmax(-1)
+    assert kl_to_teacher(s, t).tolist() == pytest.approx((p * (p / q).log()).sum(-1).tolist(), rel=1e-5)
+
+
+def test_equalised_weights_make_token_counts_uniform():
+    counts = [16] * 80 + [136] * 15 + [256] * 5  # one size per third of the range
+    w = equalised_weights(counts, bins=3)
+    mass = {c: float(sum(wi for wi, ci in zip(w, counts) if ci == c)) for c in (16, 136, 256)}
+    assert mass == pytest.approx({16: 1 / 3, 136: 1 / 3, 256: 1 / 3})
+    # sizes that share a bin share its mass in proportion to their numbers
+    w = equalised_weights([16] * 30 + [64] * 10 + [256] * 5, bins=3)
+    assert [float(w[0] * 30), float(w[30] * 10), float(w[40] * 5)] == pytest.approx([0.375, 0.125, 0.5])
+    assert equalised_weights([144] * 7).tolist() == pytest.approx([1 / 7] * 7)  # one size: uniform
+
+
+def test_budget_sweep_drops_budgets_below_the_floor():
+    assert budget_sweep(0.0) == pytest.approx([0.1 * i for i in range(1, 10)])
+    assert budget_sweep(0.25) == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+
+# ----------------------------------------------------------------------------- the searcher
+def test_vispco_without_a_model_says_what_it_needs():
+    from paretobench.evaluator import SearchSpace
+    from searchers.vispco import VisPCO
+
+    s = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), n=8)
+    with pytest.raises(RuntimeError, match="prepare"):
+        s.ask()
+    with pytest.raises(ValueError, match="unknown kernel"):
+        VisPCO(SearchSpace(SHAPE, 40, 144), kernel="cubic")
+
+
+@pytest.fixture(scope="module")
+def vispco_run(tmp_path_factory, tiny_model_dir, synth_dir):
+    from paretobench.search import RunConfig, run
+
+    out = tmp_path_factory.mktemp("vispco")
+    cfg = RunConfig(searcher="vispco", pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2,
+                    budgets=(0.5,), n=20, out=str(out), batch_size=8,
+                    params={"train": str(synth_dir / "synth8_train.tsv"), "steps": 6, "inner": 2, "probe": 8,
+                            "batch_size": 4})  # fmt: skip
+    return cfg, run(cfg, progress=False)
+
+
+def test_vispco_run_trains_proposes_a_sweep_and_reports_the_gap(vispco_run):
+    cfg, outcome = vispco_run
+    summary = json.loads((outcome.folder / "summary.json").read_text())
+    report = summary["searcher_report"]
+    assert report["training"]["steps"] == 6
+    assert (outcome.folder / "vispco-predictor.pt").is_file()
+    budgets = [p["budget"] for p in report["proposals"]]
+    assert 0.5 in budgets and budgets == sorted(budgets)
+    for p in report["proposals"]:
+        assert p["realised_flops"] is not None  # every proposal was evaluated
+        assert p["realised_flops"] <= p["budget"] + 0.01  # the proposed schedule fits its budget
+        assert math.isfinite(p["relaxed_flops"]) and math.isfinite(p["relaxed_kl"]) and p["realised_kl"] >= -1e-6
+        s = PruningSchedule(tuple(p["schedule"]))  # a valid schedule in whole tokens
+        assert all(abs(k * 144 - round(k * 144)) < 1e-6 for k in s.keep)
+    pick = summary["picks"]["0.5"]
+    assert pick is not None and pick["flops_fraction"] <= 0.51
+    assert outcome.computed == summary["evaluations"]
+
+
+def test_vispco_rerun_loads_its_predictor_and_recomputes_nothing(vispco_run):
+    from paretobench.search import run
+
+    cfg, first = vispco_run
+    again = run(cfg, progress=False)
+    assert again.computed == 0 and again.reused == len(first.evaluations)
+    assert [e.key for e in again.evaluations] == [e.key for e in first.evaluations]
