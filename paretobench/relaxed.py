@@ -78,6 +78,12 @@ def soft_mask_attention_on(model):
 class Relaxation:
     sigma: float = 10.0  # Gaussian kernel width, in token positions (paper: 10)
     temperature: float = 0.1  # of the straight-through sigmoid (paper: 0.1)
+    # rank on each row's scores standardised over its live visual tokens (zero mean, unit
+    # spread): the same tokens pass (an increasing affine map moves the threshold with them),
+    # but the temperature means the same for every pruner (attention rows are ~1/Nv, key norms
+    # ~10), and the soft mask is no longer flat (measured on the embedded model with FastV's
+    # raw scores at T = 0.1: every token's soft mask ~0.5 and a KL gradient 1/T-proportional)
+    standardise: bool = True
 
 
 def soft_threshold(sorted_scores: torch.Tensor, k: torch.Tensor, sigma: float,
@@ -86,7 +92,10 @@ def soft_threshold(sorted_scores: torch.Tensor, k: torch.Tensor, sigma: float,
     (1-based, real-valued); ``counts`` (B,): only the first ``counts[b]`` entries are scores."""
     n = sorted_scores.shape[1]
     top = torch.full_like(k, n, dtype=torch.float32) if counts is None else counts.float()
-    k = torch.minimum(torch.maximum(k.float(), torch.ones_like(top)), top)  # a position among the scores
+    # k stays within reach of the scores (beyond ~3 sigma past either end every weight would
+    # underflow); between the last score and that bound the threshold still moves with k, so a
+    # layer that prunes nothing still passes a gradient
+    k = torch.minimum(torch.maximum(k.float(), torch.ones_like(top)), top + 3 * sigma)
     j = torch.arange(1, n + 1, device=sorted_scores.device, dtype=torch.float32)
     w = torch.exp(-((j[None, :] - k[:, None]) ** 2) / (2 * sigma**2))
     if counts is not None:
@@ -120,12 +129,16 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
     hard = torch.ones(b_, n, dtype=torch.bool, device=keep.device)
     masks, soft, live = [], [], []
     captured: dict = {}
+    # with gradients wanted, every layer gets a threshold (and pays for scoring), so that a
+    # layer pruning nothing yet still learns what pruning there would cost; without, only
+    # layers that prune score their tokens
+    learns = torch.is_grad_enabled() and keep.requires_grad
     with soft_mask_attention_on(a.model):
         for i in range(layers):
             counts = (hard & visual).sum(1)  # (B,) live visual tokens
             target = keep[:, i] * nv
             prunes = bool((target.detach() < counts.float() - 0.5).any())
-            if prunes:
+            if prunes or learns:
                 if i == 0 or getattr(pruner, "score_layer", "previous") == "current":
                     qk, source = (lambda st=state, layer=i: a.project_qk(layer, st)), i
                 else:
@@ -135,6 +148,8 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
                     ctx = ScoreContext(engine, state, i, qk, source, live=hard)
                     scores = pruner.scores(ctx).float()  # (B, n)
                 alive = hard & visual
+                if relax.standardise:
+                    scores = _standardised(scores, alive)
                 low = scores.masked_fill(~alive, float("inf")).min(1, keepdim=True).values - 1
                 scores = scores.masked_fill(~alive, 0.0) + low * (~alive)  # masked tokens sort last
                 ranked = scores.masked_fill(~visual, float("-inf")).sort(1, descending=True).values
@@ -143,9 +158,15 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
                 step_hard = scores >= tau[:, None]
                 step_soft = torch.sigmoid((scores - tau[:, None]) / relax.temperature)
                 step = step_soft + (step_hard.to(step_soft.dtype) - step_soft).detach()
-                # rows that need no pruning at this layer keep what they have
+                # rows that prune nothing here keep what they have (value 1), but their soft
+                # mask still says what raising the threshold would cost
                 row = (target.detach() < counts.float() - 0.5)[:, None]
-                step = torch.where(row & visual, step, torch.ones_like(step))
+                keep_all = step_soft + (1.0 - step_soft).detach()
+                step = torch.where(row, step, keep_all)
+                # tokens masked at an earlier layer stay masked through that layer's factor; here
+                # they get a constant 1, so the earlier step's gradient (what keeping such a token
+                # would have changed) reaches every later layer instead of stopping here
+                step = torch.where(alive, step, torch.ones_like(step))
                 mask = mask * step
                 hard = hard & (~visual | ~row | step_hard)
             masks.append(_by_slot(hard & visual, slot, width))
@@ -163,6 +184,15 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
             state = replace(state, h=h)
     logits = a.logits(state.h[:, -1])
     return RelaxedResult(logits, masks, soft, torch.stack(live, 1))
+
+
+def _standardised(scores: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """Per row, ``(s - mean) / std`` over the ``alive`` entries (others are left as they are)."""
+    w = alive.to(scores.dtype)
+    count = w.sum(1, keepdim=True).clamp_min(1)
+    mean = (scores * w).sum(1, keepdim=True) / count
+    std = (((scores - mean) ** 2 * w).sum(1, keepdim=True) / count).sqrt().clamp_min(1e-12)
+    return torch.where(alive, (scores - mean) / std, scores)
 
 
 def _by_slot(values: torch.Tensor, slot: torch.Tensor, width: int, visual: torch.Tensor | None = None):

@@ -84,7 +84,7 @@ def test_gradients_reach_the_keep_ratios_of_pruning_layers(deep, samples):
     g = keep.grad
     assert torch.isfinite(g).all()
     assert g[[1, 2, 4, 5]].abs().min() > 0  # every layer that pruned gets a gradient
-    assert g[0] == 0  # layer 0 keeps everything: no threshold, no gradient
+    assert g[0] != 0  # so does layer 0, which keeps everything: what pruning there would cost
 
 
 def test_soft_threshold_tends_to_the_hard_threshold_as_sigma_shrinks():
@@ -93,5 +93,10 @@ def test_soft_threshold_tends_to_the_hard_threshold_as_sigma_shrinks():
     assert soft_threshold(s, k, 0.05).item() == pytest.approx(4.0)
     wide = soft_threshold(s, k, 2.0).item()
     assert 1.0 < wide < 7.0 and wide != pytest.approx(4.0)
-    # only the first `counts` entries count
-    assert soft_threshold(s, torch.tensor([6.0]), 0.05, torch.tensor([4])).item() == pytest.approx(3.0, abs=1e-3)
+    # only the first `counts` entries count; past them the threshold is the last score's
+    assert soft_threshold(s, torch.tensor([4.0]), 0.05, torch.tensor([4])).item() == pytest.approx(3.0, abs=1e-3)
+    assert soft_threshold(s, torch.tensor([60.0]), 0.05, torch.tensor([4])).item() == pytest.approx(3.0, abs=1e-3)
+    # and it still moves with k there (a layer pruning nothing gets a gradient)
+    k = torch.tensor([4.5], requires_grad=True)
+    soft_threshold(s, k, 1.0, torch.tensor([4])).backward()
+    assert k.grad.item() < 0  # a larger k reaches lower scores

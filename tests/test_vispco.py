@@ -89,12 +89,16 @@ def test_augmented_lagrangian_worked_by_hand():
     b, f = torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.4])
     # w = 0: z = max(0, -10 (0.5 - F)) = [1, 0]; term = (z^2 - 0) / 20 = [0.05, 0]
     assert al.penalty(b, f).tolist() == pytest.approx([0.05, 0.0])
-    e = al.update(b, f)  # violation = mean(max(0, F - B)) = 0.05; first iteration: lambda stays
-    assert e["violation"] == pytest.approx(0.05) and al.lam == 10.0
+    assert al.violation(b, f) == pytest.approx(0.0, abs=1e-7)  # one bin, mean excess 0: met on average
+    f = torch.tensor([0.6, 0.45])
+    # w = 0: z = max(0, -10 (0.5 - F)) = [1, 0]; term = (z^2 - 0) / 20 = [0.05, 0]
+    assert al.penalty(b, f).tolist() == pytest.approx([0.05, 0.0])
+    e = al.update(b, f)  # violation = max(0, mean(F - B)) = 0.025; first iteration: lambda stays
+    assert e["violation"] == pytest.approx(0.025) and al.lam == 10.0
     assert al.w == pytest.approx([0.5])  # w <- mean(z) = mean([1, 0])
     # w = 0.5: z = max(0, 0.5 - 10 (0.5 - F)) = [1.5, 0]; term = (z^2 - w^2) / 20
     assert al.penalty(b, f).tolist() == pytest.approx([(1.5**2 - 0.25) / 20, -0.25 / 20])
-    al.update(b, torch.tensor([0.58, 0.4]))  # violation 0.04 >= 0.5 * 0.05: lambda doubles, then w moves
+    al.update(b, torch.tensor([0.58, 0.46]))  # violation 0.02 >= 0.5 * 0.025: lambda doubles, then w moves
     assert al.lam == 20.0
     assert al.w == pytest.approx([(0.5 + 20 * 0.08 + 0) / 2])
     al.update(b, torch.tensor([0.5, 0.5]))  # satisfied: lambda stays

@@ -15,6 +15,7 @@ COMMANDS = {
     "run": "paretobench.cli.run",
     "frontier": "paretobench.cli.frontier",
     "runs": "paretobench.cli.runs",
+    "report": "paretobench.cli.report",
     "list": "paretobench.cli.ls",
 }
 

@@ -7,8 +7,10 @@ physically, so the predicted frontier is measured, not assumed.
 Unlike the black-box searchers it needs the model: the run loop calls ``prepare`` once before
 the first ``ask``, which trains the predictor (or loads the one this run saved before,
 ``vispco-predictor.pt`` in the run folder, when its settings match) and reads the schedules
-off it. The run's ``summary.json`` holds the training summary and, per budget, the relaxed
-cost and KL next to the realised ones.
+off it: per budget, the predictor's mean curve in whole tokens (``schedule``) and the same
+shape scaled to fill the budget (``filled``, the pick unless ``fill=False``). The run's
+``summary.json`` holds the training summary and, per budget, the relaxed cost and KL next to
+the realised ones.
 
 The machinery: ``kernels`` (the paper's five keep curves and a free per-layer mode),
 ``predictor`` (FiLM-conditioned MLP), ``objective`` (relaxed FLOPs, augmented Lagrangian),
@@ -32,7 +34,7 @@ class VisPCO(Searcher):
     needs_model = True
 
     def __init__(self, space, *, kernel: str = "psigmoid", steps: int = 240, train: str = "synth8-train",
-                 train_limit: int | None = None, probe: int = 64, sweep=SWEEP, **kw):  # fmt: skip
+                 train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool = True, **kw):  # fmt: skip
         from searchers.vispco.train import TrainConfig
 
         hyper = {f.name for f in fields(TrainConfig)} - {"kernel", "steps", "seed"}
@@ -41,16 +43,15 @@ class VisPCO(Searcher):
         self.config = TrainConfig(kernel=kernel, steps=steps, seed=self.seed, **settings)
         if probe < 1:
             raise ValueError(f"vispco: probe must be >= 1, got {probe}")
-        self.train_data, self.train_limit, self.probe = train, train_limit, int(probe)
+        self.train_data, self.train_limit, self.probe, self.fill = train, train_limit, int(probe), bool(fill)
         feasible = self.space.floor + 1e-9
         self.sweep = sorted({round(float(b), 6) for b in (*sweep, *self.budgets) if b >= feasible})
         self.below_floor = sorted(float(b) for b in sweep if b < feasible)
         self.trained = None
         self.proposals: list = []
-        self.realised: dict[float, object] = {}
 
     def params(self):
-        return {"kernel": self.config.kernel, "steps": self.config.steps, "train": self.train_data,
+        return {"kernel": self.config.kernel, "steps": self.config.steps, "fill": self.fill, "train": self.train_data,
                 "train_limit": self.train_limit, "probe": self.probe, "sweep": self.sweep,
                 "below_floor": self.below_floor, "train_config": _plain(self.config)}  # fmt: skip
 
@@ -84,19 +85,16 @@ class VisPCO(Searcher):
                                "(paretobench.search.run does)")  # fmt: skip
         if self.asked:
             return []
-        unique = list({p.schedule.keep: p.schedule for p in self.proposals}.values())
-        return self._take(unique)
+        schedules = [p.schedule for p in self.proposals] + ([p.filled for p in self.proposals] if self.fill else [])
+        return self._take(list({s.keep: s for s in schedules}.values()))
 
-    def tell(self, schedules, results):
-        by_keep = {tuple(r.schedule): r for r in results}
-        for p in self.proposals:
-            if p.schedule.keep in by_keep:
-                self.realised[p.budget] = by_keep[p.schedule.keep]
+    def _chosen(self, p):
+        return p.filled if self.fill else p.schedule
 
     def picks(self, results):
-        """Per budget, the evaluation of the schedule the predictor gave for it."""
+        """Per budget, the evaluation of the schedule proposed for it (filled, unless fill=False)."""
         by_keep = {tuple(r.schedule): r for r in results}
-        mine = {p.budget: by_keep.get(p.schedule.keep) for p in self.proposals}
+        mine = {p.budget: by_keep.get(self._chosen(p).keep) for p in self.proposals}
         return {b: mine.get(round(b, 6)) for b in self.budgets}
 
     def report(self, results) -> dict:
@@ -104,9 +102,11 @@ class VisPCO(Searcher):
         by_keep = {tuple(r.schedule): r for r in results}
         rows = []
         for p in self.proposals:
-            r = by_keep.get(p.schedule.keep)
+            r, f = by_keep.get(p.schedule.keep), by_keep.get(p.filled.keep)
             rows.append({**p.record(), "realised_flops": None if r is None else r.flops_fraction,
                          "accuracy": None if r is None else r.accuracy,
+                         "filled_flops": None if f is None else f.flops_fraction,
+                         "filled_accuracy": None if f is None else f.accuracy,
                          "flops_gap": None if r is None else r.flops_fraction - p.relaxed_flops,
                          "kl_gap": p.realised_kl - p.relaxed_kl})  # fmt: skip
         return {"training": None if self.trained is None else self.trained.summary(), "proposals": rows,

@@ -39,13 +39,15 @@ class TrainConfig:
     kernel: str = "psigmoid"  # psigmoid, exponential, linear, gentle, multistep, free
     steps: int = 240
     batch_size: int = 16
-    lr: float = 4e-4
-    lam: float = 100.0
+    lr: float = 5e-3  # the paper's 4e-4 moves the predictor too little in a few hundred steps
+    lam: float = 10.0  # paper: 100 (LLaVA, Qwen), 1 (Gemma3); 100 overshot budgets here (measured)
     alpha: float = 2.0
     beta: float = 0.5
     eps: float = 0.01
     sigma: float | None = None  # None: 10 * Nv / 576
     temperature: float = 0.1
+    standardise: bool = False  # rank on per-row standardised scores (see paretobench.relaxed)
+    clip: float = 1.0  # gradient norm clipping of the predictor's update (0: none)
     inner: int = 20  # steps per outer iteration of Algorithm 1
     budget_lo: float | None = None  # None: the inputs' text-only floor + 0.02
     budget_hi: float = 0.95
@@ -148,12 +150,14 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     weights = equalised_weights(counts, cfg.equalise_bins)
     nv = max(counts)
     sigma = cfg.sigma if cfg.sigma is not None else max(1.0, 10.0 * nv / 576)
-    relax = Relaxation(sigma=sigma, temperature=cfg.temperature)
+    relax = Relaxation(sigma=sigma, temperature=cfg.temperature, standardise=cfg.standardise)
     lo = cfg.budget_lo if cfg.budget_lo is not None else session.floor(samples[:32]) + 0.02
     hi = cfg.budget_hi
     if not lo < hi:
         raise ValueError(f"vispco: the budget range [{lo:.3f}, {hi:.3f}] is empty")
     al = AugmentedLagrangian(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, eps=cfg.eps, bins=cfg.bins, lo=lo, hi=hi)
+    idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
+    al.w = [initial_multiplier(session, predictor, [samples[i] for i in idx], relax, lo, hi)] * cfg.bins
     out = Trained(predictor, cfg, sigma, (lo, hi))
     bar = _bar(progress, cfg.steps)
     seen_b, seen_f = [], []
@@ -170,6 +174,8 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
             loss = kl.mean() + al.penalty(budget, flops).mean()
             opt.zero_grad()
             loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(predictor.parameters(), cfg.clip)
             opt.step()
             seen_b.append(budget), seen_f.append(flops.detach())
             entry = {"step": step + 1, "kl": float(kl.detach().mean()), "loss": float(loss.detach()),
@@ -189,6 +195,24 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     return out
 
 
+def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, lo: float, hi: float) -> float:
+    """Algorithm 1's ``w(1)``: the multiplier that best balances the two gradients at the start,
+    ``argmin_w |dKL/dkeep + w dF/dkeep|^2`` over a batch (the KKT condition of an active
+    constraint), at least 0. The straight-through KL gradient's scale depends on the model,
+    the pruner's scores and T; starting from w = 0 the multiplier has to climb to it by
+    lambda-sized steps, overshooting budgets on the way (measured: lambda grew to its bound)."""
+    state, teacher, n_text, n_visual = session.batch(samples)
+    budget = torch.full((len(samples),), (lo + hi) / 2)
+    with torch.no_grad():
+        keep = predictor(pooled_inputs(state), budget)
+    keep.requires_grad_(True)
+    out = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
+    (g_kl,) = torch.autograd.grad(kl_to_teacher(out.logits, teacher).sum(), keep)
+    flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+    (g_f,) = torch.autograd.grad(flops.sum(), keep)
+    return max(0.0, float(-(g_kl * g_f).sum() / (g_f * g_f).sum().clamp_min(1e-30)))
+
+
 def _counts_in_chunks(session: Session, samples, chunk: int = 64) -> list[int]:
     return [c for i in range(0, len(samples), chunk) for c in visual_token_counts(session, samples[i : i + chunk])]
 
@@ -204,6 +228,7 @@ def _bar(progress: bool, total: int):
 class Proposal:
     budget: float
     schedule: PruningSchedule  # whole visual tokens, within the budget by the analytic count
+    filled: PruningSchedule  # the same curve's shape (from 1 at its first layer) scaled to fill the budget
     mean_keep: list[float]  # the predictor's curve averaged over the probe questions
     relaxed_flops: float  # mean relaxed cost of the per-question curves (what training saw)
     relaxed_kl: float  # mean KL of the relaxed forward under the per-question curves
@@ -212,7 +237,7 @@ class Proposal:
 
     def record(self) -> dict:
         d = asdict(self)
-        d["schedule"] = list(self.schedule.keep)
+        d["schedule"], d["filled"] = list(self.schedule.keep), list(self.filled.keep)
         return d
 
 
@@ -220,10 +245,13 @@ class Proposal:
 def propose(session: Session, trained: Trained, probe, budgets, space) -> list[Proposal]:
     """Per budget: the predictor's keep curves for the probe questions, averaged into one
     schedule in whole tokens; scaled down (``SearchSpace.scaled``) if rounding took it over
-    the budget by the analytic count that the evaluator's FLOPs follow."""
+    the budget by the analytic count that the evaluator's FLOPs follow. Also the curve's shape
+    scaled to fill the budget (``filled``): the trained predictor tends to stay under its
+    budgets (see the relaxed-vs-realised report), and a shape is what it learns best."""
     state, teacher, n_text, n_visual = session.batch(probe)
     pooled = pooled_inputs(state)
-    relax = Relaxation(sigma=trained.sigma, temperature=trained.config.temperature)
+    relax = Relaxation(sigma=trained.sigma, temperature=trained.config.temperature,
+                       standardise=trained.config.standardise)
     nv = space.n_visual
     out = []
     for b in budgets:
@@ -236,9 +264,11 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
         schedule = PruningSchedule(tuple(keep_count(k, nv) / nv for k in mean))
         if space.fraction(schedule) > b:
             schedule = space.scaled(schedule.keep, b)
+        top = max(mean[0], 1e-6)
+        filled = space.scaled([k / top for k in mean], b)
         hard = session.engine.prefill(state, schedule, session.pruner)
         out.append(Proposal(
-            budget=float(b), schedule=schedule, mean_keep=mean, relaxed_flops=float(flops.mean()),
+            budget=float(b), schedule=schedule, filled=filled, mean_keep=mean, relaxed_flops=float(flops.mean()),
             relaxed_kl=float(kl_to_teacher(relaxed.logits, teacher).mean()),
             realised_kl=float(kl_to_teacher(hard.logits, teacher).mean()), kernel_params=params,
         ))  # fmt: skip

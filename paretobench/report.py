@@ -1,0 +1,354 @@
+"""The VisPCO paper's tables and figures, rebuilt from stored runs only (no model is loaded).
+
+Every report reads one results folder (``store.sqlite`` + run folders written by
+``paretobench run``) and writes Markdown + CSV (and PNG for figures) into an output folder:
+
+- ``table1``: per pruner and budget, mean +- std over sampled schedules meeting the budget (a
+  ``random`` run's evaluations within ``WINDOW`` below it) against the schedule VisPCO gives
+  for that budget; per group and on average (paper Table 1).
+- ``table2``: searchers against the reference frontier (the largest ``grid`` run): their
+  evaluations, wall time, their pick at 50% (FLOPs, mean accuracy, three groups), IGD+ and the
+  hypervolume ratio with bootstrap intervals (paper Table 2, plus the distances it lacked).
+- ``table5``: VisPCO kernels at the 50% budget (paper Tables 5/10).
+- ``gap``: per VisPCO run and budget, the relaxed cost and KL next to the realised ones.
+- ``fig3``: empirical (grid) frontier against VisPCO's predicted one, per pruner.
+- ``fig6``/``fig7``: layer-wise keep curves per kernel at 50%, and per budget for one kernel.
+
+Runs are told apart by their config: searcher, pruner, kernel (VisPCO), and the questions they
+scored (``data_key``): only runs on the reference run's questions are compared with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+REPORTS = ("table1", "table2", "table5", "gap", "fig3", "fig6", "fig7")
+WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
+TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
+GAP_BUDGETS = (0.3, 0.5, 0.7)
+
+
+@dataclass
+class StoredRun:
+    run: object  # paretobench.runs.Run
+    summary: dict
+
+    @property
+    def config(self) -> dict:
+        return self.run.config
+
+    @property
+    def searcher(self) -> str:
+        return self.config["searcher"]
+
+    @property
+    def pruner(self) -> str:
+        return self.config["pruner"]
+
+    @property
+    def kernel(self) -> str | None:
+        return self.config.get("searcher_params", {}).get("kernel")
+
+    @property
+    def proposals(self) -> list[dict]:
+        return (self.summary.get("searcher_report") or {}).get("proposals", [])
+
+
+def stored_runs(folder: str | Path) -> list[StoredRun]:
+    """Every finished run of a results folder, in name order."""
+    from paretobench.runs import load_run
+
+    folder = Path(folder)
+    out = []
+    for cfg in sorted(folder.glob("*/config.json")):
+        summary = cfg.parent / "summary.json"
+        if summary.is_file():
+            out.append(StoredRun(load_run(cfg.parent), json.loads(summary.read_text())))
+    if not out:
+        raise ValueError(f"{folder}: no finished runs (write some with `paretobench run --out {folder}`)")
+    return out
+
+
+def reference(runs: list[StoredRun], pruner: str) -> StoredRun | None:
+    """The pruner's largest grid run: the empirical frontier."""
+    grids = [r for r in runs if r.searcher == "grid" and r.pruner == pruner]
+    return max(grids, key=lambda r: len(r.run.evaluations), default=None)
+
+
+def _vispco(runs, pruner, data_key, kernel=None):
+    """The pruner's VisPCO runs on those questions (of one kernel if given), newest last."""
+    return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key
+            and (kernel is None or r.kernel == kernel)]  # fmt: skip
+
+
+def _default_kernel_run(runs):
+    return next((r for r in runs if r.kernel == "psigmoid"), runs[0] if runs else None)
+
+
+def _mean_std(xs):
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+
+
+def _pct(x, std=None):
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def _write(out: Path, name: str, title: str, head, rows, records, note: str = "") -> dict:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = f"# {title}\n\n" + (note + "\n\n" if note else "") + _markdown(head, rows) + "\n"
+    (out / f"{name}.md").write_text(md)
+    pd.DataFrame(records).to_csv(out / f"{name}.csv", index=False)
+    return {"report": name, "markdown": str(out / f"{name}.md"), "csv": str(out / f"{name}.csv"), "rows": records}
+
+
+# ----------------------------------------------------------------------------- tables
+def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
+    from searchers.base import BUDGET_SLACK
+
+    head = ["pruner", "budget", "method", "n", "realised FLOPs"]
+    groups = sorted({g for r in runs for g in r.run.groups})
+    head += groups + ["avg"]
+    rows, records = [], []
+    for pruner in sorted({r.pruner for r in runs}):
+        for sampled in (r for r in runs if r.searcher == "random" and r.pruner == pruner):
+            key = sampled.config["data_key"]
+            vis = _default_kernel_run(_vispco(runs, pruner, key))
+            picks = {p["budget"]: p for p in (vis.proposals if vis else [])}
+            for b in budgets:
+                near = [e for e in sampled.run.evaluations if b - WINDOW < e.flops_fraction <= b + BUDGET_SLACK]
+                if not near:
+                    continue
+                cells = {g: _mean_std([e.per_category.get(g, 0.0) for e in near]) for g in groups}
+                avg = _mean_std([e.accuracy for e in near])
+                fl = _mean_std([e.flops_fraction for e in near])
+                rows.append([pruner, f"{b:.0%}", "sampled", len(near), _pct(*fl)] + [_pct(*cells[g]) for g in groups]
+                            + [_pct(*avg)])  # fmt: skip
+                records.append({"pruner": pruner, "budget": b, "method": "sampled", "n": len(near),
+                                "flops": fl[0], **{g: cells[g][0] for g in groups}, "avg": avg[0], "avg_std": avg[1]})  # fmt: skip
+                p = picks.get(round(b, 6))
+                ev = None if p is None else _evaluation_of(vis, p)
+                if ev is not None:
+                    beats = (ev.accuracy - avg[0]) / avg[1] if avg[1] else None
+                    rows.append([pruner, f"{b:.0%}", f"+ VisPCO ({vis.kernel})", 1, _pct(ev.flops_fraction)]
+                                + [_pct(ev.per_category.get(g)) for g in groups]
+                                + [_pct(ev.accuracy) + (f" ({beats:+.1f} sd)" if beats is not None else "")])  # fmt: skip
+                    records.append({"pruner": pruner, "budget": b, "method": "vispco", "n": 1,
+                                    "flops": ev.flops_fraction, **{g: ev.per_category.get(g) for g in groups},
+                                    "avg": ev.accuracy, "avg_std": None, "sd_above_sampled": beats})  # fmt: skip
+    note = (f"Sampled: a `random` run's schedules whose FLOPs lie within {WINDOW:.0%} below the budget; mean ± std. "
+            "VisPCO: the schedule its predictor gives for the budget, evaluated the same way; in brackets, how many "
+            "standard deviations it lies above the sampled mean.")  # fmt: skip
+    return _write(out, "table1", "Table 1: sampled schedules vs VisPCO, per pruner and budget (accuracy, %)",
+                  head, rows, records, note)  # fmt: skip
+
+
+def _chosen(stored: StoredRun, proposal: dict) -> list[float]:
+    """The schedule VisPCO picked for a budget: the filled curve unless the run said fill=False."""
+    fill = stored.config.get("searcher_params", {}).get("fill", False)
+    return proposal["filled"] if fill and "filled" in proposal else proposal["schedule"]
+
+
+def _evaluation_of(stored: StoredRun, proposal: dict):
+    keep = [round(k, 9) for k in _chosen(stored, proposal)]
+    return next((e for e in stored.run.evaluations if [round(k, 9) for k in e.schedule] == keep), None)
+
+
+def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, bootstrap: int = 200) -> dict:
+    from paretobench.runs import compare
+
+    ref = reference(runs, pruner)
+    if ref is None:
+        raise ValueError(f"table2 needs a grid run of {pruner} (the reference frontier)")
+    key = ref.config["data_key"]
+    same = [r for r in runs if r.pruner == pruner and r.config["data_key"] == key]
+    head = ["searcher", "run", "evaluations", "wall time (s)", "FLOPs @50%", *groups, "avg @50%", "IGD+", "HV ratio",
+            *(f"gap@{b:.0%}" for b in GAP_BUDGETS)]  # fmt: skip
+    rows, records = [], []
+    for r in sorted(same, key=lambda r: (r.searcher != "grid", r.searcher, r.run.name)):
+        d = compare(r.run, ref.run, budgets=GAP_BUDGETS, bootstrap=bootstrap if r is not ref else 0)
+        ci = d.get("ci95") or {}
+        pick = (r.summary.get("picks") or {}).get("0.5")
+        ev = None if pick is None else next((e for e in r.run.evaluations if e.key == pick["key"]), None)
+
+        def with_ci(name, value, scale=1.0, digits=4):
+            if value is None:
+                return "n/a"
+            lo_hi = ci.get(name)
+            s = f"{scale * value:.{digits}f}"
+            return s + (f" [{scale * lo_hi[0]:.{digits}f}, {scale * lo_hi[1]:.{digits}f}]" if lo_hi else "")
+
+        label = r.searcher + (f" ({r.kernel})" if r.kernel else "")
+        rows.append([label, r.run.name, len(r.run.evaluations), f"{r.summary['seconds']:.0f}",
+                     _pct(ev.flops_fraction if ev else None), *(_pct(ev.per_category.get(g) if ev else None) for g in groups),
+                     _pct(ev.accuracy if ev else None), with_ci("igd_plus", d["igd_plus"]),
+                     with_ci("hv_ratio", d["hv_ratio"], digits=3),
+                     *(with_ci(f"gap@{b:g}", d["gap"].get(f"{b:g}"), 100, 1) for b in GAP_BUDGETS)])  # fmt: skip
+        records.append({"searcher": label, "run": r.run.name, "evaluations": len(r.run.evaluations),
+                        "seconds": r.summary["seconds"], "flops_at_50": ev.flops_fraction if ev else None,
+                        **{g: ev.per_category.get(g) if ev else None for g in groups},
+                        "accuracy_at_50": ev.accuracy if ev else None, "igd_plus": d["igd_plus"],
+                        "hv_ratio": d["hv_ratio"], **{f"gap_at_{b:g}": d["gap"].get(f"{b:g}") for b in GAP_BUDGETS},
+                        "ci95": ci})  # fmt: skip
+    note = (f"Reference frontier: `{ref.run.name}` ({len(ref.run.evaluations)} schedules, {pruner}). Wall time is the "
+            "whole run on this machine (VisPCO: training included). Gap: the reference's best accuracy within the "
+            "budget minus the run's, in points (n/a: one of the two has no schedule within it). Brackets: 95% "
+            "bootstrap intervals over questions.")  # fmt: skip
+    return _write(out, "table2", f"Table 2: searchers against the {pruner} grid frontier", head, rows, records, note)
+
+
+def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
+    ref = reference(runs, pruner)
+    key = ref.config["data_key"] if ref else None
+    vis = [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and (key is None or r.config["data_key"] == key)]
+    if not vis:
+        raise ValueError(f"table5 needs vispco runs of {pruner}")
+    groups = sorted({g for r in vis for g in r.run.groups})
+    head = ["kernel", "schedule", "FLOPs", *groups, "avg", "relaxed KL", "realised KL"]
+    rows, records = [], []
+    for r in sorted(vis, key=lambda r: r.kernel or ""):
+        p = next((p for p in r.proposals if abs(p["budget"] - budget) < 1e-9), None)
+        ev = None if p is None else _evaluation_of(r, p)
+        if ev is None:
+            continue
+        rows.append([r.kernel, ",".join(f"{k:.2f}" for k in _chosen(r, p)), _pct(ev.flops_fraction),
+                     *(_pct(ev.per_category.get(g)) for g in groups), _pct(ev.accuracy),
+                     f"{p['relaxed_kl']:.3f}", f"{p['realised_kl']:.3f}"])  # fmt: skip
+        records.append({"kernel": r.kernel, "schedule": _chosen(r, p), "flops": ev.flops_fraction,
+                        **{g: ev.per_category.get(g) for g in groups}, "avg": ev.accuracy,
+                        "relaxed_kl": p["relaxed_kl"], "realised_kl": p["realised_kl"], "run": r.run.name})  # fmt: skip
+    return _write(out, "table5", f"Table 5: VisPCO kernels at the {budget:.0%} budget ({pruner}, accuracy %)",
+                  head, rows, records)  # fmt: skip
+
+
+def gap(runs, out: Path) -> dict:
+    head = ["pruner", "kernel", "budget", "relaxed FLOPs", "realised FLOPs", "FLOPs gap", "relaxed KL", "realised KL",
+            "KL gap", "accuracy", "filled: FLOPs", "filled: accuracy"]  # fmt: skip
+    rows, records = [], []
+    for r in (r for r in runs if r.searcher == "vispco"):
+        for p in r.proposals:
+            rows.append([r.pruner, r.kernel, f"{p['budget']:.0%}", f"{p['relaxed_flops']:.3f}",
+                         "n/a" if p["realised_flops"] is None else f"{p['realised_flops']:.3f}",
+                         "n/a" if p["flops_gap"] is None else f"{p['flops_gap']:+.3f}", f"{p['relaxed_kl']:.3f}",
+                         f"{p['realised_kl']:.3f}", f"{p['kl_gap']:+.3f}", _pct(p["accuracy"]),
+                         "n/a" if p.get("filled_flops") is None else f"{p['filled_flops']:.3f}",
+                         _pct(p.get("filled_accuracy"))])  # fmt: skip
+            records.append({"run": r.run.name, "pruner": r.pruner, "kernel": r.kernel, **{k: p.get(k) for k in (
+                "budget", "relaxed_flops", "realised_flops", "flops_gap", "relaxed_kl", "realised_kl", "kl_gap",
+                "accuracy", "filled_flops", "filled_accuracy")}})  # fmt: skip
+    note = ("Relaxed: what training optimised, the predictor's per-question curves on held-out training questions "
+            "(continuous token counts, masked attention). Realised: the one schedule proposed for the budget (mean "
+            "curve, whole tokens, scaled into the budget if rounding took it over), physically pruned; FLOPs on the "
+            "benchmark's questions, KL on the held-out questions. Filled: the same curve's shape scaled to use the "
+            "whole budget (VisPCO's pick unless the run set fill=False).")  # fmt: skip
+    return _write(out, "gap", "Relaxed vs realised: VisPCO's cost and KL per budget", head, rows, records, note)
+
+
+# ----------------------------------------------------------------------------- figures
+def _axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path) -> None:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig3(runs, out: Path) -> dict:
+    from paretobench import pareto
+
+    made = []
+    for pruner in sorted({r.pruner for r in runs}):
+        ref = reference(runs, pruner)
+        vis = _default_kernel_run(_vispco(runs, pruner, ref.config["data_key"])) if ref else None
+        if ref is None or vis is None:
+            continue
+        plt, fig, ax = _axes()
+        F = ref.run.F
+        ax.scatter(100 * F[:, 0], 100 * (1 - F[:, 1]), s=8, color="0.75", label=f"grid ({len(F)} schedules)")
+        front = pareto.frontier(F)
+        ax.step(100 * front[:, 0], 100 * (1 - front[:, 1]), where="post", color="C0", lw=1.8, label="empirical frontier")
+        pts = sorted((e.flops_fraction, e.accuracy) for e in (_evaluation_of(vis, p) for p in vis.proposals) if e)
+        ax.plot([100 * f for f, _ in pts], [100 * a for _, a in pts], "o-", color="C3", lw=1.5,
+                label=f"VisPCO predicted ({vis.kernel})")  # fmt: skip
+        ax.set_xlabel("LLM prefill FLOPs (% of unpruned)")
+        ax.set_ylabel("accuracy (%, mean over groups)")
+        ax.set_title(f"Empirical vs predicted frontier: {pruner} on {ref.config['model']}", fontsize=10)
+        path = out / f"fig3-{pruner}.png"
+        _save(plt, fig, ax, path)
+        made.append(str(path))
+    if not made:
+        raise ValueError("fig3 needs a grid run and a vispco run of the same pruner on the same questions")
+    return {"report": "fig3", "png": made}
+
+
+def _curves(out: Path, name: str, title: str, curves: list[tuple[str, list[float]]]) -> dict:
+    plt, fig, ax = _axes()
+    for label, keep in curves:
+        ax.plot(range(len(keep)), [100 * k for k in keep], "o-", ms=3, label=label)
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("visual tokens kept (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title, fontsize=10)
+    path = out / f"{name}.png"
+    _save(plt, fig, ax, path)
+    import pandas as pd
+
+    pd.DataFrame([{"curve": label, **{f"layer{i}": k for i, k in enumerate(keep)}} for label, keep in curves]).to_csv(
+        out / f"{name}.csv", index=False)  # fmt: skip
+    return {"report": name, "png": str(path), "csv": str(out / f"{name}.csv")}
+
+
+def fig6(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
+    curves = []
+    for r in sorted((r for r in runs if r.searcher == "vispco" and r.pruner == pruner), key=lambda r: r.kernel or ""):
+        p = next((p for p in r.proposals if abs(p["budget"] - budget) < 1e-9), None)
+        if p is not None:
+            curves.append((r.kernel, _chosen(r, p)))
+    if not curves:
+        raise ValueError(f"fig6 needs vispco runs of {pruner} with a {budget:g} budget")
+    return _curves(out, "fig6", f"Keep curves per kernel at the {budget:.0%} budget ({pruner})", curves)
+
+
+def fig7(runs, out: Path, *, pruner: str = "fastv", kernel: str = "psigmoid") -> dict:
+    vis = [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.kernel == kernel]
+    if not vis:
+        raise ValueError(f"fig7 needs a vispco run of {pruner} with the {kernel} kernel")
+    curves = [(f"{p['budget']:.0%}", _chosen(vis[-1], p)) for p in vis[-1].proposals]
+    return _curves(out, "fig7", f"Keep curves per budget ({kernel}, {pruner})", curves)
+
+
+def build(name: str, folder: str | Path, out: str | Path) -> dict:
+    if name not in REPORTS:
+        import difflib
+
+        close = difflib.get_close_matches(name, REPORTS, n=1)
+        raise ValueError(f"unknown report {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" (known: {', '.join(REPORTS)})")  # fmt: skip
+    runs = stored_runs(folder)
+    return globals()[name](runs, Path(out))

@@ -1,0 +1,74 @@
+"""Reports rebuilt from stored runs: a grid, a random and two VisPCO runs on a tiny random model."""
+
+import csv
+import json
+
+import pytest
+
+from paretobench.cli import main
+from paretobench.report import REPORTS, build
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_model_dir, synth_dir):
+    from paretobench.search import RunConfig, run
+
+    out = tmp_path_factory.mktemp("results")
+    common = dict(pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2, out=str(out), batch_size=8)
+    run(RunConfig(searcher="grid", n=8, budgets=(0.5, 0.7), **common), progress=False)
+    run(RunConfig(searcher="random", n=8, budgets=(0.5, 0.7), **common), progress=False)
+    for kernel in ("psigmoid", "multistep"):
+        params = {"kernel": kernel, "train": str(synth_dir / "synth8_train.tsv"), "steps": 3, "inner": 2, "probe": 8,
+                  "batch_size": 4, "sweep": [0.5, 0.7]}  # fmt: skip
+        run(RunConfig(searcher="vispco", n=8, budgets=(0.5,), params=params, **common), progress=False)
+    return out
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_table2_lists_every_run_against_the_grid_frontier(results, tmp_path):
+    made = build("table2", results, tmp_path)
+    rows = {r["searcher"]: r for r in _rows(made["csv"])}
+    assert set(rows) == {"grid", "random", "vispco (psigmoid)", "vispco (multistep)"}
+    assert float(rows["grid"]["igd_plus"]) == 0.0 and float(rows["grid"]["hv_ratio"]) == pytest.approx(1.0)
+    for name, r in rows.items():
+        assert float(r["igd_plus"]) >= 0 and float(r["seconds"]) > 0
+    assert "grid-fastv" in (tmp_path / "table2.md").read_text()
+
+
+def test_table1_compares_sampled_schedules_with_vispco_per_budget(results, tmp_path):
+    rows = _rows(build("table1", results, tmp_path)["csv"])
+    sampled = [r for r in rows if r["method"] == "sampled"]
+    assert sampled and all(float(r["flops"]) <= float(r["budget"]) + 0.005 for r in sampled)
+    assert all(0 <= float(r["avg"]) <= 1 for r in rows)
+    assert {r["method"] for r in rows} <= {"sampled", "vispco"}
+
+
+def test_kernel_table_gap_and_figures(results, tmp_path):
+    t5 = _rows(build("table5", results, tmp_path)["csv"])
+    assert sorted(r["kernel"] for r in t5) == ["multistep", "psigmoid"]
+    gap = _rows(build("gap", results, tmp_path)["csv"])
+    assert len(gap) == 4  # two runs x budgets 0.5, 0.7
+    for r in gap:
+        assert float(r["realised_flops"]) <= float(r["budget"]) + 0.01
+        assert float(r["flops_gap"]) == pytest.approx(float(r["realised_flops"]) - float(r["relaxed_flops"]))
+    for name in ("fig3", "fig6", "fig7"):
+        build(name, results, tmp_path)
+    for png in ("fig3-fastv.png", "fig6.png", "fig7.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    curves = _rows(tmp_path / "fig6.csv")
+    assert {c["curve"] for c in curves} == {"multistep", "psigmoid"}
+
+
+def test_report_command_all_and_bad_names(results, tmp_path, capsys):
+    assert main(["report", "all", "--results", str(results), "--out", str(tmp_path), "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)["reports"]
+    assert [m["report"] for m in made] == list(REPORTS)
+    assert main(["report", "tabel2", "--results", str(results)]) == 2
+    assert "did you mean 'table2'" in capsys.readouterr().err
+    assert main(["report", "table2", "--results", str(tmp_path / "nothing")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
