@@ -3,9 +3,9 @@
 Every report reads one results folder (``store.sqlite`` + run folders written by
 ``paretobench run``) and writes Markdown + CSV (and PNG for figures) into an output folder:
 
-- ``table1``: per pruner and budget, mean +- std over sampled schedules meeting the budget (a
-  ``random`` run's evaluations within ``WINDOW`` below it) against the schedule VisPCO gives
-  for that budget; per group and on average (paper Table 1).
+- ``table1``: per pruner and budget, mean +- std over sampled schedules meeting the budget (the
+  ``grid`` and ``random`` runs' evaluations within ``WINDOW`` below it) against the schedule
+  VisPCO gives for that budget; per group and on average (paper Table 1).
 - ``table2``: searchers against the reference frontier (the largest ``grid`` run): their
   evaluations, wall time, their pick at 50% (FLOPs, mean accuracy, three groups), IGD+ and the
   hypervolume ratio with bootstrap intervals (paper Table 2, plus the distances it lacked).
@@ -30,6 +30,7 @@ WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - 
 TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
 GAP_BUDGETS = (0.3, 0.5, 0.7)
+SAMPLERS = ("grid", "random")  # searchers whose schedules are samples (Table 1's "without VisPCO")
 
 
 @dataclass
@@ -85,8 +86,11 @@ def _vispco(runs, pruner, data_key, kernel=None):
             and (kernel is None or r.kernel == kernel)]  # fmt: skip
 
 
+DEFAULT_KERNEL = "multistep"  # the vispco searcher's default
+
+
 def _default_kernel_run(runs):
-    return next((r for r in runs if r.kernel == "psigmoid"), runs[0] if runs else None)
+    return next((r for r in runs if r.kernel == DEFAULT_KERNEL), runs[0] if runs else None)
 
 
 def _mean_std(xs):
@@ -126,12 +130,13 @@ def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
     head += groups + ["avg"]
     rows, records = [], []
     for pruner in sorted({r.pruner for r in runs}):
-        for sampled in (r for r in runs if r.searcher == "random" and r.pruner == pruner):
-            key = sampled.config["data_key"]
+        for key in sorted({r.config["data_key"] for r in runs if r.searcher in SAMPLERS and r.pruner == pruner}):
+            pool = {e.key: e for r in runs if r.searcher in SAMPLERS and r.pruner == pruner
+                    and r.config["data_key"] == key for e in r.run.evaluations}  # fmt: skip
             vis = _default_kernel_run(_vispco(runs, pruner, key))
             picks = {p["budget"]: p for p in (vis.proposals if vis else [])}
             for b in budgets:
-                near = [e for e in sampled.run.evaluations if b - WINDOW < e.flops_fraction <= b + BUDGET_SLACK]
+                near = [e for e in pool.values() if b - WINDOW < e.flops_fraction <= b + BUDGET_SLACK]
                 if not near:
                     continue
                 cells = {g: _mean_std([e.per_category.get(g, 0.0) for e in near]) for g in groups}
@@ -151,7 +156,8 @@ def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
                     records.append({"pruner": pruner, "budget": b, "method": "vispco", "n": 1,
                                     "flops": ev.flops_fraction, **{g: ev.per_category.get(g) for g in groups},
                                     "avg": ev.accuracy, "avg_std": None, "sd_above_sampled": beats})  # fmt: skip
-    note = (f"Sampled: a `random` run's schedules whose FLOPs lie within {WINDOW:.0%} below the budget; mean ± std. "
+    note = (f"Sampled: the distinct schedules of the pruner's `grid` (the paper's C.1.3 sampling) and `random` runs "
+            f"whose FLOPs lie within {WINDOW:.0%} below the budget; mean ± std. "
             "VisPCO: the schedule its predictor gives for the budget, evaluated the same way; in brackets, how many "
             "standard deviations it lies above the sampled mean.")  # fmt: skip
     return _write(out, "table1", "Table 1: sampled schedules vs VisPCO, per pruner and budget (accuracy, %)",
@@ -177,7 +183,7 @@ def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, boot
         raise ValueError(f"table2 needs a grid run of {pruner} (the reference frontier)")
     key = ref.config["data_key"]
     same = [r for r in runs if r.pruner == pruner and r.config["data_key"] == key]
-    head = ["searcher", "run", "evaluations", "wall time (s)", "FLOPs @50%", *groups, "avg @50%", "IGD+", "HV ratio",
+    head = ["searcher", "run", "evaluations", "computed", "wall time (s)", "FLOPs @50%", *groups, "avg @50%", "IGD+", "HV ratio",
             *(f"gap@{b:.0%}" for b in GAP_BUDGETS)]  # fmt: skip
     rows, records = [], []
     for r in sorted(same, key=lambda r: (r.searcher != "grid", r.searcher, r.run.name)):
@@ -194,46 +200,56 @@ def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, boot
             return s + (f" [{scale * lo_hi[0]:.{digits}f}, {scale * lo_hi[1]:.{digits}f}]" if lo_hi else "")
 
         label = r.searcher + (f" ({r.kernel})" if r.kernel else "")
-        rows.append([label, r.run.name, len(r.run.evaluations), f"{r.summary['seconds']:.0f}",
+        rows.append([label, r.run.name, len(r.run.evaluations), r.summary.get("computed"), f"{r.summary['seconds']:.0f}",
                      _pct(ev.flops_fraction if ev else None), *(_pct(ev.per_category.get(g) if ev else None) for g in groups),
                      _pct(ev.accuracy if ev else None), with_ci("igd_plus", d["igd_plus"]),
                      with_ci("hv_ratio", d["hv_ratio"], digits=3),
                      *(with_ci(f"gap@{b:g}", d["gap"].get(f"{b:g}"), 100, 1) for b in GAP_BUDGETS)])  # fmt: skip
         records.append({"searcher": label, "run": r.run.name, "evaluations": len(r.run.evaluations),
-                        "seconds": r.summary["seconds"], "flops_at_50": ev.flops_fraction if ev else None,
+                        "computed": r.summary.get("computed"), "seconds": r.summary["seconds"], "flops_at_50": ev.flops_fraction if ev else None,
                         **{g: ev.per_category.get(g) if ev else None for g in groups},
                         "accuracy_at_50": ev.accuracy if ev else None, "igd_plus": d["igd_plus"],
                         "hv_ratio": d["hv_ratio"], **{f"gap_at_{b:g}": d["gap"].get(f"{b:g}") for b in GAP_BUDGETS},
                         "ci95": ci})  # fmt: skip
-    note = (f"Reference frontier: `{ref.run.name}` ({len(ref.run.evaluations)} schedules, {pruner}). Wall time is the "
-            "whole run on this machine (VisPCO: training included). Gap: the reference's best accuracy within the "
+    note = (f"Reference frontier: `{ref.run.name}` ({len(ref.run.evaluations)} schedules, {pruner}). Wall time: of the "
+            "command that wrote the run folder, which computed `computed` of the evaluations (the rest came from the "
+            "store); VisPCO's includes training. Gap: the reference's best accuracy within the "
             "budget minus the run's, in points (n/a: one of the two has no schedule within it). Brackets: 95% "
             "bootstrap intervals over questions.")  # fmt: skip
     return _write(out, "table2", f"Table 2: searchers against the {pruner} grid frontier", head, rows, records, note)
 
 
-def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
+def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5, also=(0.4, 0.3)) -> dict:
     ref = reference(runs, pruner)
     key = ref.config["data_key"] if ref else None
     vis = [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and (key is None or r.config["data_key"] == key)]
     if not vis:
         raise ValueError(f"table5 needs vispco runs of {pruner}")
     groups = sorted({g for r in vis for g in r.run.groups})
-    head = ["kernel", "schedule", "FLOPs", *groups, "avg", "relaxed KL", "realised KL"]
+    head = ["kernel", "schedule", "FLOPs", *groups, "avg", "relaxed KL", "realised KL",
+            *(f"avg @{b:.0%}" for b in also)]  # fmt: skip
     rows, records = [], []
     for r in sorted(vis, key=lambda r: r.kernel or ""):
-        p = next((p for p in r.proposals if abs(p["budget"] - budget) < 1e-9), None)
-        ev = None if p is None else _evaluation_of(r, p)
-        if ev is None:
+        at = {}
+        for p in r.proposals:
+            ev = _evaluation_of(r, p)
+            if ev is not None:
+                at[round(p["budget"], 6)] = (p, ev)
+        if round(budget, 6) not in at:
             continue
+        p, ev = at[round(budget, 6)]
+        others = {b: at[round(b, 6)][1].accuracy if round(b, 6) in at else None for b in also}
         rows.append([r.kernel, ",".join(f"{k:.2f}" for k in _chosen(r, p)), _pct(ev.flops_fraction),
                      *(_pct(ev.per_category.get(g)) for g in groups), _pct(ev.accuracy),
-                     f"{p['relaxed_kl']:.3f}", f"{p['realised_kl']:.3f}"])  # fmt: skip
+                     f"{p['relaxed_kl']:.3f}", f"{p['realised_kl']:.3f}", *(_pct(a) for a in others.values())])  # fmt: skip
         records.append({"kernel": r.kernel, "schedule": _chosen(r, p), "flops": ev.flops_fraction,
                         **{g: ev.per_category.get(g) for g in groups}, "avg": ev.accuracy,
-                        "relaxed_kl": p["relaxed_kl"], "realised_kl": p["realised_kl"], "run": r.run.name})  # fmt: skip
+                        "relaxed_kl": p["relaxed_kl"], "realised_kl": p["realised_kl"],
+                        **{f"avg_at_{b:g}": a for b, a in others.items()}, "run": r.run.name})  # fmt: skip
+    note = (f"Per kernel, VisPCO's pick for the {budget:.0%} budget (per-family accuracy, mean), its KL on held-out "
+            "training questions, relaxed and realised, and the mean accuracy of its picks at lower budgets.")
     return _write(out, "table5", f"Table 5: VisPCO kernels at the {budget:.0%} budget ({pruner}, accuracy %)",
-                  head, rows, records)  # fmt: skip
+                  head, rows, records, note)  # fmt: skip
 
 
 def gap(runs, out: Path) -> dict:
@@ -335,7 +351,7 @@ def fig6(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict
     return _curves(out, "fig6", f"Keep curves per kernel at the {budget:.0%} budget ({pruner})", curves)
 
 
-def fig7(runs, out: Path, *, pruner: str = "fastv", kernel: str = "psigmoid") -> dict:
+def fig7(runs, out: Path, *, pruner: str = "fastv", kernel: str = DEFAULT_KERNEL) -> dict:
     vis = [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.kernel == kernel]
     if not vis:
         raise ValueError(f"fig7 needs a vispco run of {pruner} with the {kernel} kernel")

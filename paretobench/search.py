@@ -46,9 +46,11 @@ class RunConfig:
                 "data": list(self.data), "limit": self.limit, "budgets": list(self.budgets), "n": self.n,
                 "seed": self.seed}  # fmt: skip
 
-    @property
-    def run_name(self) -> str:
-        return self.name or f"{self.searcher}-{self.pruner}-{content_hash(self.identity())[:8]}"
+    def run_name(self, resolved: dict | None = None) -> str:
+        """``name``, or searcher-pruner-<hash of the identity and the searcher's ``resolved``
+        settings (``Searcher.identity``), when it has any>."""
+        identity = {**self.identity(), "resolved": resolved} if resolved else self.identity()
+        return self.name or f"{self.searcher}-{self.pruner}-{content_hash(identity)[:8]}"
 
 
 @dataclass
@@ -95,8 +97,9 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
         store.put_dataset(evaluator.data_key, "+".join(d.name for d in evaluator.datasets), evaluator.groups)
         searcher = SEARCHERS.get(cfg.searcher)(evaluator.space, n=cfg.n, budgets=cfg.budgets, seed=cfg.seed,
                                                 **cfg.params)  # fmt: skip
-        name = cfg.run_name
-        store.begin_run(name, cfg.identity())
+        resolved = searcher.identity()
+        name = cfg.run_name(resolved)
+        store.begin_run(name, {**cfg.identity(), "resolved": resolved} if resolved else cfg.identity())
         searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress)
         bar = _bar(progress, cfg.n, name)
         runner = None

@@ -91,6 +91,12 @@ class Searcher:
         """The searcher's own settings beyond n, budgets and seed (recorded in the run config)."""
         return {}
 
+    def identity(self) -> dict:
+        """Settings resolved from the searcher's defaults that determine its results, for the
+        run's name (so a changed default is another run); black-box searchers name theirs by
+        the command line alone."""
+        return {}
+
     def _take(self, schedules: list[PruningSchedule]) -> list[PruningSchedule]:
         """At most what is left of the ``n`` evaluations; counts them as asked."""
         schedules = schedules[: self.n - self.asked]

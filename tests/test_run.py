@@ -222,6 +222,22 @@ def test_frontier_and_runs_commands(cfg, tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
+def test_run_prints_its_distance_to_the_grid_run_of_its_folder(cfg, tmp_path, capsys, tiny_model_dir, synth_dir):
+    grid = run(cfg(tmp_path), progress=False)
+    args = ["run", "--searcher", "random", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "2",
+            "--n", "4", "--budgets", "0.5", "--out", str(tmp_path), "--batch-size", "8"]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["vs"]
+    assert found["ref"] == grid.name and found["igd_plus"] >= 0
+    assert main(args) == 0
+    assert f"vs {grid.name}: IGD+" in capsys.readouterr().out
+    other = tmp_path / "other"
+    assert main([*args[:-4], "--out", str(other), "--vs", str(grid.folder), "--json"]) == 0  # a reference elsewhere
+    assert json.loads(capsys.readouterr().out)["vs"]["igd_plus"] == found["igd_plus"]
+    assert main([*args[:-4], "--out", str(tmp_path / "alone"), "--json"]) == 0  # no grid there: no distance
+    assert json.loads(capsys.readouterr().out)["vs"] is None
+
+
 def test_evaluation_round_trips_through_the_store(tmp_path):
     ev = Evaluation(key="k", data="d", pruner={"name": "fastv"}, schedule=[1.0, 0.5], flops=1e9, unpruned_flops=2e9,
                     flops_fraction=0.5, accuracy=0.75, overall=0.7, per_category={"a": 0.5, "b": 1.0},

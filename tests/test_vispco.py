@@ -110,6 +110,21 @@ def test_augmented_lagrangian_worked_by_hand():
     assert f.grad.item() == pytest.approx(0.3 + 10 * 0.1)
 
 
+def test_augmented_lagrangian_equality_form_worked_by_hand():
+    al = AugmentedLagrangian(lam=10.0, bins=1, constraint="equality")
+    b = torch.tensor([0.5, 0.5])
+    # w = 0: term = -w h + lam/2 h^2 with h = B - F = [-0.1, 0.1]: [0.05, 0.05]; unused budget costs too
+    assert al.penalty(b, torch.tensor([0.6, 0.4])).tolist() == pytest.approx([0.05, 0.05])
+    assert al.violation(b, torch.tensor([0.45, 0.45])) == pytest.approx(0.05)  # |mean(F - B)|
+    al.update(b, torch.tensor([0.45, 0.45]))  # w <- w - lam (B - F) = -0.5 (may be negative)
+    assert al.w == pytest.approx([-0.5])
+    f = torch.tensor([0.45], requires_grad=True)
+    al.penalty(torch.tensor([0.5]), f).sum().backward()  # d/dF = w - lam h = -0.5 - 0.5
+    assert f.grad.item() == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="constraint"):
+        AugmentedLagrangian(constraint="both")
+
+
 def test_one_multiplier_per_budget_bin():
     al = AugmentedLagrangian(lam=10.0, bins=2, lo=0.2, hi=0.8)
     al.update(torch.tensor([0.3, 0.7]), torch.tensor([0.4, 0.7]))  # only the low bin is over budget

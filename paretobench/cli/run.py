@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   paretobench run --searcher nsga2 --pruner sparsevlm --n 96 --param population=16
   paretobench run --searcher random --n 40 --runner ray --workers 2
   paretobench run --searcher gsearch --data /data/LMUData/MMBench_DEV_EN.tsv --model /models/llava --out runs-llava
+  paretobench run --searcher vispco --pruner fastv --limit 64 --vs results/search/grid-fastv-51315e73
 Running the same command again recomputes nothing; an interrupted run resumes where it stopped.
 """
 
@@ -39,6 +40,9 @@ def add_parser(sub, name):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8, help="schedules evaluated and stored together (default 8)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--vs", default=None, metavar="REF_RUN",
+                   help="a reference run folder (e.g. a large grid) to print the frontier distance to; "
+                        "default: the largest grid run of the same pruner on the same questions in --out")  # fmt: skip
     add_json(p)
     p.set_defaults(run=run)
 
@@ -76,6 +80,37 @@ def run(args) -> int:
         lines.append(f"  budget {b:>5}: " + ("no evaluation meets it" if p is None else
                      f"accuracy {p['accuracy']:.4f} at {p['flops_fraction']:.3f} FLOPs, schedule "
                      + ",".join(f"{k:g}" for k in p["schedule"])))  # fmt: skip
+    proposals = (summary.get("searcher_report") or {}).get("proposals") or []
+    fill = summary.get("searcher_report", {}).get("fill", True)
+    if proposals:
+        lines.append("  predicted frontier (budget: FLOPs, accuracy, schedule):")
+        for p in proposals:
+            f, a, s = ((p["filled_flops"], p["filled_accuracy"], p["filled"]) if fill
+                       else (p["realised_flops"], p["accuracy"], p["schedule"]))  # fmt: skip
+            lines.append(f"    {p['budget']:>4g}: {f:.3f}  {a:.4f}  " + ",".join(f"{k:.3g}" for k in s))
+    distance = _distance(outcome.folder, args.vs)
+    if distance:
+        gaps = ", ".join(f"gap@{b} {'n/a' if g is None else f'{100 * g:+.1f} points'}" for b, g in distance["gap"].items())
+        lines.append(f"  vs {distance['ref']}: IGD+ {distance['igd_plus']:.4f}, HV ratio {distance['hv_ratio']:.3f}, {gaps}")
     lines.append(f"  written to {outcome.folder}/")
-    emit({**summary, "folder": str(outcome.folder)}, args.json, "\n".join(lines))
+    emit({**summary, "folder": str(outcome.folder), "vs": distance}, args.json, "\n".join(lines))
     return 0
+
+
+def _distance(folder, vs: str | None) -> dict | None:
+    """The run's frontier distance to ``vs``, or to the largest grid run of the same pruner on the
+    same questions in its results folder (none: None)."""
+    from paretobench.runs import compare, load_run
+
+    run = load_run(folder)
+    if vs is None:
+        candidates = []
+        for cfg in folder.parent.glob("*/config.json"):
+            c = json.loads(cfg.read_text())
+            if (c.get("searcher") == "grid" and c.get("pruner") == run.config["pruner"] and cfg.parent != folder
+                    and c.get("data_key") == run.config["data_key"] and (cfg.parent / "summary.json").is_file()):
+                candidates.append((json.loads((cfg.parent / "summary.json").read_text())["evaluations"], cfg.parent))
+        if not candidates:
+            return None
+        vs = max(candidates)[1]
+    return compare(run, load_run(vs), bootstrap=0)

@@ -33,7 +33,7 @@ class VisPCO(Searcher):
     name = "vispco"
     needs_model = True
 
-    def __init__(self, space, *, kernel: str = "psigmoid", steps: int = 240, train: str = "synth8-train",
+    def __init__(self, space, *, kernel: str = "multistep", steps: int = 240, train: str = "synth8-train",
                  train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool = True, **kw):  # fmt: skip
         from searchers.vispco.train import TrainConfig
 
@@ -54,6 +54,10 @@ class VisPCO(Searcher):
         return {"kernel": self.config.kernel, "steps": self.config.steps, "fill": self.fill, "train": self.train_data,
                 "train_limit": self.train_limit, "probe": self.probe, "sweep": self.sweep,
                 "below_floor": self.below_floor, "train_config": _plain(self.config)}  # fmt: skip
+
+    def identity(self):
+        return {"train_config": _plain(self.config), "train": self.train_data, "train_limit": self.train_limit,
+                "probe": self.probe, "sweep": self.sweep, "fill": self.fill}  # fmt: skip
 
     # ------------------------------------------------------------------ learning phase
     def prepare(self, evaluator, folder: Path, *, progress: bool = True) -> None:
@@ -109,8 +113,8 @@ class VisPCO(Searcher):
                          "filled_accuracy": None if f is None else f.accuracy,
                          "flops_gap": None if r is None else r.flops_fraction - p.relaxed_flops,
                          "kl_gap": p.realised_kl - p.relaxed_kl})  # fmt: skip
-        return {"training": None if self.trained is None else self.trained.summary(), "proposals": rows,
-                "below_floor": self.below_floor}  # fmt: skip
+        return {"training": None if self.trained is None else self.trained.summary(), "fill": self.fill,
+                "proposals": rows, "below_floor": self.below_floor}  # fmt: skip
 
 
 def _plain(obj) -> dict:

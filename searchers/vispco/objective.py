@@ -69,11 +69,16 @@ class AugmentedLagrangian:
     bins: int = 4  # multipliers, one per budget bin over [lo, hi]
     lo: float = 0.0
     hi: float = 1.0
+    # "inequality": F <= B with the slack eliminated (the paper); "equality": F = B (Eq. 4 with
+    # h = B - F), for when the straight-through KL gradient leaves budgets unused
+    constraint: str = "inequality"
     w: list[float] = field(default_factory=list)
     previous: float | None = None  # the last outer iteration's violation
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.constraint not in ("inequality", "equality"):
+            raise ValueError(f"constraint must be 'inequality' or 'equality', got {self.constraint!r}")
         self.w = self.w or [0.0] * self.bins
 
     def bin(self, budget: torch.Tensor) -> torch.Tensor:
@@ -83,6 +88,9 @@ class AugmentedLagrangian:
     def penalty(self, budget: torch.Tensor, flops: torch.Tensor) -> torch.Tensor:
         """(B,) the constraint's term of phi, per sample."""
         w = torch.tensor(self.w, dtype=flops.dtype)[self.bin(budget)]
+        if self.constraint == "equality":
+            h = budget - flops
+            return -w * h + self.lam / 2 * h**2
         z = torch.clamp(w - self.lam * (budget - flops), min=0.0)
         return (z**2 - w**2) / (2 * self.lam)
 
@@ -93,7 +101,8 @@ class AugmentedLagrangian:
         grow at every iteration (measured: to its bound in 200 steps)."""
         excess = (flops - budget).double()
         bins = self.bin(budget)
-        seen = [excess[bins == j].mean().clamp(min=0.0) for j in range(self.bins) if (bins == j).any()]
+        part = (lambda x: x.abs()) if self.constraint == "equality" else (lambda x: x.clamp(min=0.0))  # noqa: E731
+        seen = [part(excess[bins == j].mean()) for j in range(self.bins) if (bins == j).any()]
         return float(torch.stack(seen).mean()) if seen else 0.0
 
     def update(self, budget: torch.Tensor, flops: torch.Tensor) -> dict:
@@ -110,8 +119,8 @@ class AugmentedLagrangian:
         for j in range(self.bins):
             sel = bins == j
             if sel.any():
-                z = torch.clamp(self.w[j] - self.lam * (budget[sel] - flops[sel]), min=0.0)
-                self.w[j] = float(z.mean())
+                z = self.w[j] - self.lam * (budget[sel] - flops[sel])
+                self.w[j] = float(z.mean() if self.constraint == "equality" else z.clamp(min=0.0).mean())
         self.previous = v
         entry.update(lam_after=self.lam, w=list(self.w))
         self.history.append(entry)

@@ -36,7 +36,7 @@ from searchers.vispco.predictor import RatioPredictor, pooled_inputs
 
 @dataclass(frozen=True)
 class TrainConfig:
-    kernel: str = "psigmoid"  # psigmoid, exponential, linear, gentle, multistep, free
+    kernel: str = "multistep"  # psigmoid, exponential, linear, gentle, multistep, free
     steps: int = 240
     batch_size: int = 16
     lr: float = 5e-3  # the paper's 4e-4 moves the predictor too little in a few hundred steps
@@ -52,6 +52,7 @@ class TrainConfig:
     budget_lo: float | None = None  # None: the inputs' text-only floor + 0.02
     budget_hi: float = 0.95
     bins: int = 4  # budget bins, one multiplier each
+    constraint: str = "inequality"  # F <= B (paper) or F = B (see objective.py)
     multisteps: int = 3  # M of the multi-step kernel
     hidden: int = 64
     seed: int = 0
@@ -155,7 +156,8 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     hi = cfg.budget_hi
     if not lo < hi:
         raise ValueError(f"vispco: the budget range [{lo:.3f}, {hi:.3f}] is empty")
-    al = AugmentedLagrangian(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, eps=cfg.eps, bins=cfg.bins, lo=lo, hi=hi)
+    al = AugmentedLagrangian(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, eps=cfg.eps, bins=cfg.bins, lo=lo, hi=hi,
+                             constraint=cfg.constraint)  # fmt: skip
     idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
     al.w = [initial_multiplier(session, predictor, [samples[i] for i in idx], relax, lo, hi)] * cfg.bins
     out = Trained(predictor, cfg, sigma, (lo, hi))
