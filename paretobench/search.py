@@ -68,7 +68,8 @@ def check(cfg: RunConfig) -> None:
     """Fail fast, before anything loads, on what is wrong with the command line."""
     from paretobench.registry import PRUNERS, SEARCHERS
 
-    SEARCHERS.get(cfg.searcher), PRUNERS.get(cfg.pruner)
+    SEARCHERS.get(cfg.searcher).check_settings(cfg.params)
+    PRUNERS.get(cfg.pruner)
     if cfg.runner not in RUNNERS:
         raise ValueError(f"unknown runner {cfg.runner!r}; valid: {', '.join(RUNNERS)}")
     if cfg.workers < 1 or cfg.chunk < 1 or cfg.n < 1:

@@ -63,6 +63,32 @@ class Searcher:
         self.space, self.n, self.budgets, self.seed = space, n, budgets, seed
         self.asked = 0
 
+    @classmethod
+    def settings(cls) -> set[str]:
+        """The searcher's own keyword settings (``--param KEY=VALUE``); n, budgets and seed
+        have flags of their own."""
+        import inspect
+
+        names = set()
+        for klass in cls.__mro__:
+            if klass is not Searcher and "__init__" in vars(klass):
+                sig = inspect.signature(vars(klass)["__init__"])
+                names |= {n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
+        return names
+
+    @classmethod
+    def check_settings(cls, params: dict) -> None:
+        """A clear error for a setting the searcher does not take, before anything loads."""
+        import difflib
+
+        known = cls.settings()
+        for key in params:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                valid = f"valid: {', '.join(sorted(known))}" if known else "it takes none"
+                raise ValueError(f"{cls.name} takes no setting {key!r}{hint} ({valid})")
+
     def prepare(self, evaluator, folder, *, progress: bool = True) -> None:
         """Called once by the run loop before the first ``ask``, with the run's ``Evaluator``
         (its loaded model, pruner and data) and run folder; black-box searchers ignore it."""

@@ -150,6 +150,12 @@ def test_cli_errors_are_one_line_and_keep_what_is_stored(cfg, tmp_path, capsys, 
     assert "did you mean 'random'" in capsys.readouterr().err
     assert main(["run", "--searcher", "grid", "--pruner", "fastvv", "--json"]) == 2
     assert "did you mean 'fastv'" in capsys.readouterr().err
+    assert main(["run", "--searcher", "nsga2", "--param", "populaton=8", "--json"]) == 2  # before any load
+    assert "nsga2 takes no setting 'populaton'; did you mean 'population'?" in capsys.readouterr().err
+    assert main(["run", "--searcher", "vispco", "--param", "n=3", "--json"]) == 2
+    assert "no setting 'n'" in capsys.readouterr().err
+    assert main(["run", "--searcher", "vispco", "--param", "kernl=linear", "--json"]) == 2
+    assert "did you mean 'kernel'?" in capsys.readouterr().err
     bad = tmp_path / "bad.tsv"
     bad.write_text("index\tquestion\n1\n")
     assert main(["run", "--searcher", "grid", "--model", str(tiny_model_dir), "--data", str(bad),

@@ -50,6 +50,12 @@ class VisPCO(Searcher):
         self.trained = None
         self.proposals: list = []
 
+    @classmethod
+    def settings(cls):
+        from searchers.vispco.train import TrainConfig
+
+        return super().settings() | {f.name for f in fields(TrainConfig)} - {"seed"}
+
     def params(self):
         return {"kernel": self.config.kernel, "steps": self.config.steps, "fill": self.fill, "train": self.train_data,
                 "train_limit": self.train_limit, "probe": self.probe, "sweep": self.sweep,
