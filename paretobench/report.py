@@ -74,16 +74,17 @@ def stored_runs(folder: str | Path) -> list[StoredRun]:
     return out
 
 
-def reference(runs: list[StoredRun], pruner: str) -> StoredRun | None:
-    """The pruner's largest grid run: the empirical frontier."""
-    grids = [r for r in runs if r.searcher == "grid" and r.pruner == pruner]
+def reference(runs: list[StoredRun], pruner: str, *, data_key: str | None = None, other_than=None) -> StoredRun | None:
+    """The pruner's largest grid run (on ``data_key``'s questions, if given): the empirical
+    frontier. ``other_than``: a run folder not to take (a grid run is not its own reference)."""
+    grids = [r for r in runs if r.searcher == "grid" and r.pruner == pruner
+             and (data_key is None or r.config["data_key"] == data_key) and r.run.folder != other_than]  # fmt: skip
     return max(grids, key=lambda r: len(r.run.evaluations), default=None)
 
 
-def _vispco(runs, pruner, data_key, kernel=None):
-    """The pruner's VisPCO runs on those questions (of one kernel if given), newest last."""
-    return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key
-            and (kernel is None or r.kernel == kernel)]  # fmt: skip
+def _vispco(runs, pruner, data_key):
+    """The pruner's VisPCO runs on those questions, in name order."""
+    return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key]
 
 
 DEFAULT_KERNEL = "multistep"  # the vispco searcher's default

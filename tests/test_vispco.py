@@ -12,7 +12,7 @@ from paretobench.schedule import PruningSchedule, ScoreCost, flops_fraction, sch
 from searchers.vispco.kernels import KERNELS, kernel
 from searchers.vispco.objective import AugmentedLagrangian, relaxed_fraction
 from searchers.vispco.predictor import RatioPredictor
-from searchers.vispco.train import budget_sweep, equalised_weights, kl_to_teacher
+from searchers.vispco.train import equalised_weights, kl_to_teacher
 
 SHAPE = DecoderShape(layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172, vocab=100)
 
@@ -148,11 +148,6 @@ def test_equalised_weights_make_token_counts_uniform():
     w = equalised_weights([16] * 30 + [64] * 10 + [256] * 5, bins=3)
     assert [float(w[0] * 30), float(w[30] * 10), float(w[40] * 5)] == pytest.approx([0.375, 0.125, 0.5])
     assert equalised_weights([144] * 7).tolist() == pytest.approx([1 / 7] * 7)  # one size: uniform
-
-
-def test_budget_sweep_drops_budgets_below_the_floor():
-    assert budget_sweep(0.0) == pytest.approx([0.1 * i for i in range(1, 10)])
-    assert budget_sweep(0.25) == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
 
 
 # ----------------------------------------------------------------------------- the searcher

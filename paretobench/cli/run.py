@@ -100,17 +100,12 @@ def run(args) -> int:
 def _distance(folder, vs: str | None) -> dict | None:
     """The run's frontier distance to ``vs``, or to the largest grid run of the same pruner on the
     same questions in its results folder (none: None)."""
+    from paretobench.report import reference, stored_runs
     from paretobench.runs import compare, load_run
 
     run = load_run(folder)
-    if vs is None:
-        candidates = []
-        for cfg in folder.parent.glob("*/config.json"):
-            c = json.loads(cfg.read_text())
-            if (c.get("searcher") == "grid" and c.get("pruner") == run.config["pruner"] and cfg.parent != folder
-                    and c.get("data_key") == run.config["data_key"] and (cfg.parent / "summary.json").is_file()):
-                candidates.append((json.loads((cfg.parent / "summary.json").read_text())["evaluations"], cfg.parent))
-        if not candidates:
-            return None
-        vs = max(candidates)[1]
-    return compare(run, load_run(vs), bootstrap=0)
+    if vs is not None:
+        return compare(run, load_run(vs), bootstrap=0)
+    ref = reference(stored_runs(folder.parent), run.config["pruner"], data_key=run.config["data_key"],
+                    other_than=folder)  # fmt: skip
+    return None if ref is None else compare(run, ref.run, bootstrap=0)

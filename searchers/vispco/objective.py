@@ -125,6 +125,3 @@ class AugmentedLagrangian:
         entry.update(lam_after=self.lam, w=list(self.w))
         self.history.append(entry)
         return entry
-
-    def state(self) -> dict:
-        return {"lam": self.lam, "w": list(self.w), "previous": self.previous}

@@ -18,7 +18,6 @@ step count is what a 2-core CPU trains in a few minutes.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -126,18 +125,20 @@ class Session:
         n_text = state.valid.sum(1) - n_visual
         return state, teacher, n_text, n_visual
 
+    def token_counts(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) text and visual tokens of each sample, as the processor lays them out (no model
+        forward, no image encoded)."""
+        a = self.adapter
+        inputs = a._processor_inputs(samples)
+        n_visual = (inputs["input_ids"] == a.image_token_id).sum(1)
+        return inputs["attention_mask"].sum(1) - n_visual, n_visual
+
     def floor(self, samples) -> float:
-        """The text-only cost fraction of the samples (every visual token dropped before layer 0)."""
-        _, _, n_text, n_visual = self.batch(samples)
+        """The highest text-only cost fraction of the samples (every visual token dropped before
+        layer 0)."""
+        n_text, n_visual = self.token_counts(samples)
         zero = torch.zeros(len(samples), self.shape.layers)
         return float(relaxed_fraction(self.shape, zero, n_text, n_visual, mode=self.mode).max())
-
-
-def visual_token_counts(session: Session, samples) -> list[int]:
-    """Visual tokens of each sample's image (the processor decides; no model forward)."""
-    a = session.adapter
-    ids = a._processor_inputs(samples)["input_ids"]
-    return (ids == a.image_token_id).sum(1).tolist()
 
 
 def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True, counts=None) -> Trained:
@@ -216,7 +217,7 @@ def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, 
 
 
 def _counts_in_chunks(session: Session, samples, chunk: int = 64) -> list[int]:
-    return [c for i in range(0, len(samples), chunk) for c in visual_token_counts(session, samples[i : i + chunk])]
+    return [c for i in range(0, len(samples), chunk) for c in session.token_counts(samples[i : i + chunk])[1].tolist()]
 
 
 def _bar(progress: bool, total: int):
@@ -299,8 +300,3 @@ def load(session: Session, path, cfg: TrainConfig) -> Trained | None:
     out = Trained(predictor, cfg, summary["sigma"], tuple(summary["budget_range"]), saved["log"], saved["outer"],
                   summary["seconds"])  # fmt: skip
     return out
-
-
-def budget_sweep(lo: float, hi: float = 0.9, step: float = 0.1) -> list[float]:
-    """0.1, 0.2, ..., 0.9, keeping those at or above ``lo``."""
-    return [round(step * i, 10) for i in range(1, int(math.floor(hi / step + 1e-9)) + 1) if step * i >= lo - 1e-9]
