@@ -94,6 +94,19 @@ def test_duplicate_index_and_missing_columns(tmp_path):
         read_tsv(tmp_path / "absent.tsv")
 
 
+def test_vlmevalkit_names_resolve_through_lmudata(vlmeval_tsv, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMUData", str(vlmeval_tsv.parent))
+    d = load_dataset("MMBench_MINI")
+    assert d.name == "MMBench_MINI" and d.files == [vlmeval_tsv] and len(d.samples) == 3
+    with pytest.raises(DatasetError, match=r"unknown dataset 'MMBench_DEV_EN'.*VLMEvalKit file .*MMBench_DEV_EN\.tsv"):
+        load_dataset("MMBench_DEV_EN")
+    # an unset or missing $LMUData falls back to ~/LMUData, as VLMEvalKit's LMUDataRoot does
+    monkeypatch.setenv("LMUData", str(tmp_path / "absent"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(DatasetError, match="LMUData/MMBench_MINI.tsv"):
+        load_dataset("MMBench_MINI")
+
+
 def test_folder_dataset_skips_train_split_and_fingerprints(synth_dir):
     d = load_dataset(str(synth_dir), limit=2)
     assert len(d.samples) == 16 and {s.split for s in d.samples} == {"test"}

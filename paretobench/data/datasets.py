@@ -54,22 +54,36 @@ def tsv_files(folder: Path) -> list[Path]:
     return files
 
 
+def lmudata_root() -> Path:
+    """VLMEvalKit's data folder: ``$LMUData`` when it names an existing folder, else ``~/LMUData``
+    (the rule of VLMEvalKit's ``LMUDataRoot``, read without importing it)."""
+    env = os.environ.get("LMUData")
+    return Path(env) if env and Path(env).is_dir() else Path.home() / "LMUData"
+
+
 def load_dataset(spec: str, *, limit: int | None = None) -> Dataset:
-    """``spec`` is a registered dataset name, a ``.tsv`` file or a folder of them.
+    """``spec`` is a registered dataset name, a ``.tsv`` file or a folder of them, or a benchmark
+    named as VLMEvalKit names it (``MMBench_DEV_EN``), read from ``lmudata_root()/<name>.tsv``.
 
     ``limit`` keeps the first ``limit`` questions of each file (each family, for synth8).
     """
     from paretobench.registry import DATASETS
 
     path = Path(spec)
+    vlmeval_file = lmudata_root() / f"{spec}.tsv"
     if spec in DATASETS:
         path, name = Path(DATASETS.get(spec)()), spec
+    elif not path.exists() and os.sep not in spec and vlmeval_file.is_file():
+        path, name = vlmeval_file, spec
     elif path.exists():
         name = path.stem if path.is_file() else path.name
     elif spec.endswith(".tsv") or os.sep in spec:
         raise DatasetError(f"{spec}: no such file or folder")
     else:
-        DATASETS.get(spec)  # raises with did-you-mean
+        try:
+            DATASETS.get(spec)  # raises with did-you-mean
+        except KeyError as e:
+            raise DatasetError(f"{e}; nor is there a VLMEvalKit file {vlmeval_file}") from None
     files = [path] if path.is_file() else tsv_files(path)
     samples = [s for f in files for s in read_tsv(f, limit=limit)]
     return Dataset(name=name, samples=samples, files=files, fingerprint=file_fingerprint(files))
