@@ -17,6 +17,7 @@ COMMANDS = {
     "runs": "paretobench.cli.runs",
     "report": "paretobench.cli.report",
     "list": "paretobench.cli.ls",
+    "export-vlmeval": "paretobench.cli.export",
 }
 
 
