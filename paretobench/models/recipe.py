@@ -24,7 +24,8 @@ class TrainConfig:
     emphasis: str = ""  # once all families train together, their relative shares, e.g. "relation=3,shape=2"
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
     grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
-    grounding_layer: int = 4  # the decoder layer whose output the grounding probe reads
+    grounding_layer: int = 4
+    patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output  # the decoder layer whose output the grounding probe reads
     bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on

@@ -230,14 +230,22 @@ def family_weights(fam: np.ndarray, step: int, introduce: int,
 
 
 def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                   checkpoint=None, focus=None):
+                   checkpoint=None, patches=None):
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(False)
+    focus = patches["focus"] if patches else None
+    # patch supervision: linear heads on the projector's output (the decoder's image tokens) read
+    # the stage-1 labels of every patch, so the projector keeps what the tower knows; measured on
+    # the embedded model without it, row and column fell from 100% linearly readable in the
+    # tower's features to 33% and 42% after the projector (see docs/notes)
+    dim = model.config.text_config.hidden_size
+    readout = torch.nn.ModuleDict({k: torch.nn.Linear(dim, v) for k, v in HEAD_SIZES.items()})
     # grounding: a probe on the image tokens' hidden states at one decoder layer predicts which
     # patches show the items the question is about (the generator's ground truth); the probe is
     # thrown away after training, the decoder keeps what it learned
     probe = torch.nn.Linear(model.config.text_config.hidden_size, 1)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
+    params += list(readout.parameters()) if cfg.patch_labels else []
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     fam = np.array([families[r] for r in train_rows])
     emphasis = parse_emphasis(cfg.emphasis)
@@ -262,6 +270,11 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
             loss = out.loss
             if grounding:
                 loss = loss + cfg.grounding * aux
+            if cfg.patch_labels and patches is not None:
+                x = out.image_hidden_states.view(len(rows), -1, dim)
+                read = sum(F.cross_entropy(readout[k](x).flatten(0, 1).float(), patches[k][rows].flatten())
+                           for k in readout)  # fmt: skip
+                loss = loss + cfg.patch_labels * read
         if cfg.shared_penalty:
             # the projector drifts towards one vector shared by all image tokens, which drowns what
             # each patch shows (the "collapse" of the embedded-model trials): penalise that share
@@ -371,7 +384,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
 
     t2 = time.time()
     history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                             checkpoint=save, focus=labels["focus"])  # fmt: skip
+                             checkpoint=save, patches=labels)  # fmt: skip
     bar.close()
     record = save(history)
     log(f"saved to {out}")
