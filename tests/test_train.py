@@ -14,7 +14,8 @@ from paretobench.data.tsv import read_tsv
 
 def _cfg(synth_dir, out):
     return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
-                       batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2)  # fmt: skip
+                       batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2,
+                       patch_labels=1.0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,20 @@ def test_training_is_deterministic_and_stage_two_leaves_the_tower_alone(trained,
     tower = [k for k in a if "vision_tower" in k]
     assert tower and all(torch.equal(a[k], b[k]) for k in tower)
     assert not all(torch.equal(a[k], b[k]) for k in a if "language_model" in k)
+
+
+def test_patch_label_loss_trains_the_projector(trained, synth_dir, tmp_path):
+    out, _ = trained
+    models = {}
+    for weight in (1.0, 0.0):  # the same tower, seed and batches; only the loss differs
+        cfg = _cfg(synth_dir, tmp_path / str(weight))
+        cfg.patch_labels, cfg.vision_from = weight, str(out)
+        train_embedded(cfg, log=lambda m: None)
+        models[weight] = load_model(cfg.out).model
+    with_loss, without = models[1.0], models[0.0]
+    a, b = with_loss.state_dict(), without.state_dict()
+    projector = [k for k in a if "multi_modal_projector" in k]
+    assert projector and not all(torch.equal(a[k], b[k]) for k in projector)
 
 
 def test_patch_labels_follow_the_scene(synth_dir):

@@ -122,6 +122,9 @@ def _stage2_text(r: dict) -> str:
     if c.get("grounding"):
         extras.append(f"a grounding loss (weight {c['grounding']}): a linear probe on the image tokens' hidden states "
                       f"after decoder layer {c['grounding_layer']} predicts which patches show the asked-about items")
+    if c.get("patch_labels"):
+        extras.append(f"a patch-label loss (weight {c['patch_labels']}): linear heads on the projector's output read "
+                      "each patch's stage-1 labels (what is drawn, its row and column)")
     return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
             f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}{_schedule_text(c)}"
             + "".join(f"; {e}" for e in extras)
