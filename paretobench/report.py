@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-REPORTS = ("table1", "table2", "table5", "gap", "fig3", "fig6", "fig7")
+REPORTS = ("table1", "table2", "table4", "table5", "gap", "fig3", "fig6", "fig7")
 WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
 TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
@@ -218,6 +218,32 @@ def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, boot
             "budget minus the run's, in points (n/a: one of the two has no schedule within it). Brackets: 95% "
             "bootstrap intervals over questions.")  # fmt: skip
     return _write(out, "table2", f"Table 2: searchers against the {pruner} grid frontier", head, rows, records, note)
+
+
+def table4(runs, out: Path) -> dict:
+    """Hardware: TTFT, throughput and accuracy per model and method, from the measurements
+    ``benchmarks/hardware.py`` wrote to ``out/hardware-*.json`` (not from runs: they time nothing
+    at batch 1)."""
+    files = sorted(out.glob("hardware-*.json"))
+    if not files:
+        raise ValueError(f"table4 needs {out}/hardware-*.json: run python benchmarks/hardware.py --vispco RUN "
+                         f"--out {out}/hardware-MODEL.json")  # fmt: skip
+    head = ["model", "device", "method", "budget", "realised FLOPs", "TTFT (ms)", "throughput (tokens/s)", "avg perf."]
+    rows, records = [], []
+    for f in files:
+        m = json.loads(f.read_text())
+        for r in m["rows"]:
+            rows.append([m["model"], f"{m['device']} ({m['threads']} threads, {m['dtype']})", r["method"],
+                         f"{r['budget']:.0%}", _pct(r["flops_fraction"]),
+                         f"{r['ttft_ms']:.1f} ± {r['ttft_ms_sd']:.1f}",
+                         f"{r['tokens_per_s']:.1f} ± {r['tokens_per_s_sd']:.1f}", _pct(r["accuracy"])])  # fmt: skip
+            records.append({"model": m["model"], "device": m["device"], "threads": m["threads"], **r})
+    note = ("Batch 1: each question answered alone. TTFT: image encoding, pruned prefill and first token. "
+            "Throughput: a fixed number of new tokens per second, encoding and prefill included. Mean ± sd over "
+            "every timing; accuracy over each file's questions. Regenerate: `python benchmarks/hardware.py "
+            "--vispco RUN --out results/hardware-MODEL.json`, then `paretobench report table4`.")
+    return _write(out, "table4", "Table 4: hardware at the budget (TTFT, throughput, accuracy)", head, rows,
+                  records, note)
 
 
 def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5, also=(0.4, 0.3)) -> dict:

@@ -7,6 +7,7 @@ import pytest
 
 from paretobench.cli import main
 from paretobench.report import REPORTS, build
+from paretobench.schedule import PruningSchedule
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,32 @@ def test_kernel_table_gap_and_figures(results, tmp_path):
     assert {c["curve"] for c in curves} == {"multistep", "psigmoid"}
 
 
+def test_table4_from_the_hardware_benchmark(results, tmp_path, synth_dir):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "hardware.py"
+    spec = importlib.util.spec_from_file_location("hardware", path)
+    hardware = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hardware)
+    vispco = next(p for p in results.iterdir() if p.name.startswith("vispco-fastv"))
+    out = tmp_path / "hardware-tiny.json"
+    assert hardware.main(["--vispco", str(vispco), "--data", str(synth_dir), "--questions", "2", "--rounds", "2",
+                          "--limit", "1", "--new-tokens", "3", "--out", str(out)]) == 0  # fmt: skip
+    rows = _rows(build("table4", results, tmp_path)["csv"])
+    assert [r["method"] for r in rows] == ["unpruned", "FastV", "FastV + VisPCO"]
+    pick = json.loads((vispco / "summary.json").read_text())["picks"]["0.5"]
+    assert rows[2]["schedule"] == str(PruningSchedule(tuple(pick["schedule"])))
+    assert float(rows[0]["flops_fraction"]) == 1.0 and float(rows[2]["flops_fraction"]) <= 0.5 + 1e-6
+    assert all(float(r["ttft_ms"]) > 0 and float(r["tokens_per_s"]) > 0 for r in rows)
+    assert "CPU" in rows[0]["device"]
+
+
 def test_report_command_all_and_bad_names(results, tmp_path, capsys):
     assert main(["report", "all", "--results", str(results), "--out", str(tmp_path), "--json"]) == 0
     made = json.loads(capsys.readouterr().out)["reports"]
-    assert [m["report"] for m in made] == list(REPORTS)
+    # table4 is built from hardware measurements, and this folder has none: skipped, said so
+    assert [m["report"] for m in made] == [r for r in REPORTS if r != "table4"]
     assert main(["report", "tabel2", "--results", str(results)]) == 2
     assert "did you mean 'table2'" in capsys.readouterr().err
     assert main(["report", "table2", "--results", str(tmp_path / "nothing")]) == 2

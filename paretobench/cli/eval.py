@@ -95,10 +95,10 @@ def resolve_schedule(args, layers: int):
 def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int = 32):
     """The schedule for ``budget`` on the dataset's average input: a fitted pruner's own recipe
     (calibrated on the first ``calibration`` questions), else one step at the layer where the
-    pruner's preset starts."""
+    pruner's preset starts, or the latest earlier layer where one step reaches the budget."""
     from paretobench.adapters import adapter_for, text_token_counts
     from paretobench.flops import DecoderShape
-    from paretobench.schedule import FREE, single_step_for_budget
+    from paretobench.schedule import FREE, ScheduleError, single_step_for_budget
 
     layers = loaded.model.config.text_config.num_hidden_layers
     adapter = adapter_for(loaded.model, loaded.processor)
@@ -114,7 +114,12 @@ def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int
     layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
     shape = DecoderShape.from_config(loaded.model.config.text_config)
     score = pruner.score_cost() if pruner else FREE  # the budget covers what scoring costs too
-    return single_step_for_budget(shape, layer, budget, round(n_text), n_visual, score=score)
+    for start in range(layer, -1, -1):  # the preset's layer, else the latest earlier one that reaches it
+        try:
+            return single_step_for_budget(shape, start, budget, round(n_text), n_visual, score=score)
+        except ScheduleError:
+            if start == 0:
+                raise
 
 
 def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=False, schedule=None, pruner=None,

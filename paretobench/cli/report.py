@@ -10,7 +10,8 @@ EXAMPLES = """examples:
   paretobench report table2 --results results/search --out results/
   paretobench report all --results results/search --out results/
 reports (see paretobench.report): table1 (sampled vs VisPCO per pruner and budget), table2 (searchers vs the
-grid frontier), table5 (VisPCO kernels at 50%), gap (relaxed vs realised per budget), fig3 (empirical vs
+grid frontier), table4 (TTFT, throughput and accuracy from benchmarks/hardware.py's JSON files in --out),
+table5 (VisPCO kernels at 50%), gap (relaxed vs realised per budget), fig3 (empirical vs
 predicted frontier), fig6 (keep curves per kernel), fig7 (keep curves per budget). No model is loaded.
 """
 
@@ -18,7 +19,7 @@ predicted frontier), fig6 (keep curves per kernel), fig7 (keep curves per budget
 def add_parser(sub, name):
     p = sub.add_parser(name, help="rebuild the paper's tables and figures from stored runs", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("report", help="table1, table2, table5, gap, fig3, fig6, fig7, or all")
+    p.add_argument("report", help="table1, table2, table4, table5, gap, fig3, fig6, fig7, or all")
     p.add_argument("--results", default="runs", help="results folder holding the runs (default runs/)")
     p.add_argument("--out", default="results", help="where the tables and figures go (default results/)")
     add_json(p)
@@ -28,9 +29,14 @@ def add_parser(sub, name):
 def run(args) -> int:
     from paretobench.report import REPORTS, build
 
+    from pathlib import Path
+
     names = REPORTS if args.report == "all" else (args.report,)
-    made = [build(n, args.results, args.out) for n in names]
     lines = []
+    if args.report == "all" and not any(Path(args.out).glob("hardware-*.json")):
+        names = [n for n in names if n != "table4"]
+        lines.append(f"table4: skipped, no hardware measurements in {args.out} (benchmarks/hardware.py writes them)")
+    made = [build(n, args.results, args.out) for n in names]
     for m in made:
         lines.append(f"{m['report']}: " + ", ".join(str(m[k]) if isinstance(m[k], str) else ", ".join(m[k])
                                                     for k in ("markdown", "csv", "png") if k in m))  # fmt: skip
