@@ -50,6 +50,16 @@ def test_accurate_and_the_surviving_tokens_matter(shipped, subset):
     assert full.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
     assert focus.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
 
+def test_patch_readability_probe(shipped, subset):
+    from paretobench.models.card import READABLE, patch_readability
+
+    read = patch_readability(shipped.model, subset, steps=150)
+    assert set(read) == {"tower", "projector"} and all(set(r) == set(READABLE) for r in read.values())
+    # stage 1 supervised these labels on the tower's features: a linear probe reads them back
+    assert min(read["tower"].values()) >= 0.9
+    assert all(0 <= a <= 1 for r in read.values() for a in r.values())
+
+
 def test_engine_is_exact_on_the_shipped_model(shipped, subset):
     """Keep-all = the model's own forward, and the analytic FLOPs of five pruned forwards = what
     FlopCounterMode counts on them."""

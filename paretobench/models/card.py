@@ -9,6 +9,10 @@ Probes on synth8's test split (``n`` per family, seed 0) and on a second generat
 - ``focus_25``: 25% kept, chosen first among the patches that show the items the question is
   about (ground truth from the generator's scene), the rest at random.
 - ``second_seed``: ``full`` on a test set drawn with another generator seed.
+
+And what the decoder can read: a linear probe per patch label (colour, shape, row, column) fitted
+on half of the object patches and scored on the other half, on the vision tower's output and
+on the projector's output (the decoder's image tokens).
 """
 
 from __future__ import annotations
@@ -71,6 +75,43 @@ PROBES = {
 }
 
 
+READABLE = ("colour", "shape", "row", "col")
+
+
+def patch_readability(model, samples, *, steps: int = 300) -> dict:
+    """Held-out accuracy of a linear probe per label, on object patches, before and after the
+    projector: {"tower": {label: acc}, "projector": {label: acc}}."""
+    from paretobench.models.train import normalise, patch_labels, pixels, vision_features
+
+    with torch.no_grad():
+        feats = torch.cat([vision_features(model, normalise(pixels(samples[i : i + 128])))
+                           for i in range(0, len(samples), 128)])  # fmt: skip
+        projected = model.model.multi_modal_projector(feats)
+    labels = patch_labels(samples)
+    on_object = labels["kind"] > 0
+    out = {}
+    for where, x in (("tower", feats), ("projector", projected)):
+        x = x[on_object]
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+        half = len(x) // 2
+        out[where] = {}
+        for name in READABLE:
+            y = labels[name][on_object]
+            g = torch.Generator().manual_seed(0)
+            probe = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
+            with torch.no_grad():
+                probe.weight.copy_(0.01 * torch.randn(probe.weight.shape, generator=g)), probe.bias.zero_()
+            opt = torch.optim.Adam(probe.parameters(), lr=0.01)
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(probe(x[:half]), y[:half])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                out[where][name] = float((probe(x[half:]).argmax(-1) == y[half:]).float().mean())
+    return out
+
+
 def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: bool = False) -> dict:
     from paretobench.data.datasets import load_dataset, synth8
     from paretobench.evaluate import evaluate
@@ -83,6 +124,7 @@ def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: b
         r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress, **kw)
         out[name] = {**r.scores, "kept_visual_tokens": r.kept_visual_tokens, "llm_prefill_flops": r.llm_prefill_flops,
                      "text_tokens": r.text_tokens, "visual_tokens": r.visual_tokens, "seconds": r.seconds}  # fmt: skip
+    out["patch_readability"] = patch_readability(loaded.model, data.samples)
     for seed in seeds[1:]:
         data = load_dataset(str(synth8(seed=seed, n=n)))
         r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress)
@@ -174,7 +216,7 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
 def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     full = probes["full"]
     cats = list(full["per_category"])
-    rows = [k for k in probes if k != "full"]
+    rows = [k for k in probes if k != "full" and "per_category" in probes[k]]
     lines = [
         "# tiny-llava — paretobench's embedded default model",
         "",
@@ -233,6 +275,17 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
         verdict = "within 5 points: it did not memorise its images" if abs(drop(k)) <= 5 else "more than 5 points"
         lines.append(f"- Another generator seed ({k.split('_')[1]}): {_pct(probes[k]['accuracy'])}% "
                      f"({-drop(k):+.1f} points), {verdict}.")  # fmt: skip
+    if "patch_readability" in probes:
+        read = probes["patch_readability"]
+        lines += [
+            "",
+            "What the decoder can read: a linear probe per label on object patches (fitted on half, scored on the "
+            "other half), on the vision tower's output and on the projector's output, the decoder's image tokens:",
+            "",
+            "| features | " + " | ".join(READABLE) + " |",
+            "|---" * (len(READABLE) + 1) + "|",
+        ]
+        lines += [f"| {where} | " + " | ".join(_pct(read[where][k]) for k in READABLE) + " |" for where in read]
     lines += ["", "Regenerate: `paretobench model-card --model tiny-llava` (writes this file and `card.json`).", ""]
     return "\n".join(lines)
 
