@@ -14,52 +14,30 @@ from engine_checks import (
 )
 from paretobench.adapters import QwenVLAdapter, adapter_for
 from paretobench.data.tsv import read_tsv
+from paretobench.models.loading import image_only
+from paretobench.models.tiny_qwen import CHAT_TEMPLATE, QWEN_TOKENS as SPECIAL
 from paretobench.engine import Engine
 from paretobench.schedule import PruningSchedule, keep_count
 from pruners.baselines import Random
 from pruners.fastv import FastV
 
-SPECIAL = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 PATCH = 8  # with 2x2 merging, one visual token per 16x16 pixels
 # per sample (by index): image size (width, height) -> visual tokens (12, 4, 12 in a transposed grid)
 IMAGE_SIZES = [(64, 48), (32, 32), (48, 64)]
 
 
 def build_processor(kind: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from paretobench.models.tiny_llava import vocabulary
+    from paretobench.models.tiny_qwen import build_tokenizer
 
-    vocab = {w: i for i, w in enumerate(dict.fromkeys([*vocabulary(), *SPECIAL, "user", "assistant"]))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
-    )  # fmt: skip
+    tokenizer = build_tokenizer()
     image_processor = Qwen2VLImageProcessorPil(patch_size=PATCH, merge_size=2, temporal_patch_size=2,
                                                min_pixels=16 * 16, max_pixels=64 * 64)  # fmt: skip
     base = Qwen2_5_VLProcessor if kind == "qwen2_5_vl" else Qwen2VLProcessor
-
-    class Processor(base):
-        # the video processor's class check needs torchvision (not installed); images only here
-        def check_argument_for_proper_class(self, name, arg):
-            if name == "video_processor" and arg is None:
-                return None
-            return super().check_argument_for_proper_class(name, arg)
-
-    return Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    # the video processor's class check needs torchvision (not installed); images only here
+    return image_only(base)(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def build_model(kind: str, processor, seed: int = 0):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,35 @@ def check_model_dir(spec: str) -> tuple[str, Path]:
     return name, path
 
 
+def image_only(processor_cls):
+    """``processor_cls`` (a Qwen-VL processor class) accepting no video processor."""
+
+    class ImageOnly(processor_cls):
+        def check_argument_for_proper_class(self, name, arg):
+            if name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(name, arg)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_cls.__name__
+    return ImageOnly
+
+
+def image_only_processor(path: str | Path):
+    """A saved Qwen-VL processor's tokenizer, image processor and chat template, without the
+    video processor (for machines without torchvision)."""
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    path = Path(path)
+    cls = getattr(transformers, json.loads((path / "processor_config.json").read_text())["processor_class"])
+    template = path / "chat_template.jinja"
+    return image_only(cls)(
+        image_processor=AutoImageProcessor.from_pretrained(path, local_files_only=True),
+        tokenizer=AutoTokenizer.from_pretrained(path, local_files_only=True),
+        chat_template=template.read_text() if template.is_file() else None,
+    )
+
+
 def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
     """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
     name, path = check_model_dir(spec)
@@ -54,7 +84,12 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
 
     hf_logging.disable_progress_bar()  # a bar for loading a few MB only clutters the output
     try:
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        try:
+            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        except ImportError as e:  # Qwen-VL processors also build a video processor, which needs torchvision
+            if "orchvision" not in str(e) or not (path / "processor_config.json").is_file():
+                raise ModelError(f"cannot load the processor of {path}: {e}") from e
+            processor = image_only_processor(path)
         model = AutoModelForImageTextToText.from_pretrained(
             path, local_files_only=True, dtype=dtype or torch.float32
         )
