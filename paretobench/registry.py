@@ -87,6 +87,16 @@ DATASETS.register(
     "paretobench.data.datasets:synth8_train",
     doc="synth8's train split (128 per family, seed 0; questions apart from the test split), for VisPCO",
 )
+DATASETS.register(
+    "synth8-native",
+    "paretobench.data.datasets:synth8_native",
+    doc="synth8's questions with every image at its own size, 64-256 pixels a side (for native-resolution models)",
+)
+DATASETS.register(
+    "synth8-native-train",
+    "paretobench.data.datasets:synth8_native_train",
+    doc="synth8-native's train split (128 per family, seed 0), for VisPCO",
+)
 PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean attention, layer before the step")
 PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
 PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")

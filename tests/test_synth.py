@@ -113,3 +113,37 @@ def test_generator_output_is_pinned_to_its_version():
             h.update(image.tobytes())
             h.update(patches.tobytes())
     assert (synth.VERSION, h.hexdigest()) == (2, "8eee83de98a637dc8c74179ddc3ef70e8209a6d02b1d67d674559549a0cdb26b")
+
+
+def test_native_resolution_draws_the_same_scenes_at_their_own_sizes():
+    sizes = set()
+    for family in synth.FAMILIES:
+        fixed = list(synth.generate(family, seed=0, n=4))
+        native = list(synth.generate(family, seed=0, n=4, native=True))
+        for (q, image, patches), (qn, img_n, patches_n) in zip(fixed, native):
+            assert (q.question, q.options, q.answer) == (qn.question, qn.options, qn.answer)
+            w, h = img_n.size
+            cell = synth.NATIVE_CELL
+            assert synth.NATIVE_MIN <= min(w, h) and max(w, h) <= synth.NATIVE_MAX and w % cell == h % cell == 0
+            assert 2 / 3 - 0.1 <= h / w <= 3 / 2 + 0.1
+            assert patches_n.shape == (h // cell, w // cell)
+            # every item the 96-pixel image shows, the native one shows too (where it is drawn)
+            assert set(patches_n[patches_n >= 0].tolist()) <= set(range(len(q.items)))
+            sizes.add((w, h))
+            # a patch owned by a shape item carries that item's colour
+            arr = np.asarray(img_n)
+            for (r, c) in zip(*np.nonzero(patches_n >= 0)):
+                item = qn.items[patches_n[r, c]]
+                block = arr[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell].reshape(-1, 3)
+                assert (block == synth.COLOURS[item.colour]).all(1).sum() >= cell * cell // 8
+    assert len(sizes) > 10  # sizes vary
+
+
+def test_native_rows_record_their_patch_grid(tmp_path):
+    synth.synth(tmp_path, seed=2, n=2, families=("colour",), native=True)
+    for s in read_tsv(tmp_path / "synth8_colour.tsv"):
+        scene = json.loads(s.extra["scene"])
+        w, h = s.image().size
+        assert scene["cell"] == synth.NATIVE_CELL and scene["grid"] == [h // 16, w // 16]
+        assert len(scene["patches"]) == (h // 16) * (w // 16)
+    assert json.loads((tmp_path / "manifest.json").read_text())["benchmark"] == "synth8-native"

@@ -22,6 +22,8 @@ def add_parser(sub, name):
     s.add_argument("--seed", type=int, default=0, help="generator seed; same seed and sizes => identical files")
     s.add_argument("--n", type=int, default=250, help="test questions per family")
     s.add_argument("--n-train", type=int, default=0, help="training questions per family (0 = no train split)")
+    s.add_argument("--native", action="store_true",
+                   help="native resolution: each image at its own size, 64-256 pixels a side (16-256 tokens of 16x16)")
     add_json(s)
     s.set_defaults(run=run)
 
@@ -34,7 +36,8 @@ def run(args) -> int:
     if args.n < 1 or args.n_train < 0:
         raise ValueError("--n must be >= 1 and --n-train >= 0")
     progress = None if args.json else (lambda it, **kw: tqdm(it, mininterval=1.0, **kw))
-    manifest = synth.synth(args.out, seed=args.seed, n=args.n, n_train=args.n_train, progress=progress)
+    manifest = synth.synth(args.out, seed=args.seed, n=args.n, n_train=args.n_train, native=args.native,
+                           progress=progress)
     lines = [f"wrote {args.out}:"] + [f"  {f}  {n} rows" for f, n in manifest["files"].items()]
     emit(manifest, args.json, "\n".join(lines))
     return 0

@@ -25,25 +25,35 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PARETOBENCH_CACHE", Path.home() / ".cache" / "paretobench"))
 
 
-def synth8(seed: int = 0, n: int = 250) -> Path:
-    """The default synth8 test split, generated once into the cache (deterministic)."""
+def _cached(name: str, **kw) -> Path:
+    """A synth8 folder generated once into the cache (deterministic), named by its settings."""
     from paretobench.data import synth
 
-    folder = cache_dir() / "synth8" / f"v{synth.VERSION}-seed{seed}-n{n}"
+    folder = cache_dir() / "synth8" / f"v{synth.VERSION}-{name}"
     if not (folder / "manifest.json").is_file():
-        synth.synth(folder, seed=seed, n=n)
+        synth.synth(folder, **kw)
     return folder
 
 
-def synth8_train(seed: int = 0, n_train: int = 128) -> Path:
-    """synth8's train split (``n_train`` questions per family, interleaved), generated once
-    into the cache; its questions come from their own stream, apart from the test split's."""
-    from paretobench.data import synth
+def synth8(seed: int = 0, n: int = 250) -> Path:
+    """The default synth8 test split."""
+    return _cached(f"seed{seed}-n{n}", seed=seed, n=n)
 
-    folder = cache_dir() / "synth8" / f"v{synth.VERSION}-seed{seed}-train{n_train}"
-    if not (folder / "manifest.json").is_file():
-        synth.synth(folder, seed=seed, n=1, n_train=n_train)
-    return folder / "synth8_train.tsv"
+
+def synth8_train(seed: int = 0, n_train: int = 128) -> Path:
+    """synth8's train split (``n_train`` questions per family, interleaved); its questions come
+    from their own stream, apart from the test split's."""
+    return _cached(f"seed{seed}-train{n_train}", seed=seed, n=1, n_train=n_train) / "synth8_train.tsv"
+
+
+def synth8_native(seed: int = 0, n: int = 250) -> Path:
+    """synth8's test split at native resolution: the same questions, each image at its own size."""
+    return _cached(f"native-seed{seed}-n{n}", seed=seed, n=n, native=True)
+
+
+def synth8_native_train(seed: int = 0, n_train: int = 128) -> Path:
+    """synth8's train split at native resolution."""
+    return _cached(f"native-seed{seed}-train{n_train}", seed=seed, n=1, n_train=n_train, native=True) / "synth8_train.tsv"
 
 
 def tsv_files(folder: Path) -> list[Path]:

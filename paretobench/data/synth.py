@@ -35,6 +35,10 @@ VERSION = 2
 IMAGE_SIZE = 96
 PATCH = 8
 GRID = IMAGE_SIZE // PATCH  # 12 x 12 = 144 patches
+# the native-resolution variant (``native=True``): the same scenes drawn at a random size per
+# image, labelled per 16x16 patch (one visual token of a 2x2-merging Qwen2.5-VL with 8-pixel
+# patches): 4x4 = 16 to 16x16 = 256 tokens
+NATIVE_CELL, NATIVE_MIN, NATIVE_MAX = 16, 64, 256
 
 FAMILIES = ("colour", "shape", "count", "relation", "exist", "chart", "char", "word")
 
@@ -136,34 +140,60 @@ def _draw_item(draw: ImageDraw.ImageDraw, item: Item, fill) -> None:
         raise ValueError(f"cannot draw item {item}")
 
 
-def render(q: Question) -> tuple[Image.Image, np.ndarray]:
-    """Draw a scene. Returns the RGB image and the (GRID, GRID) item index per patch (-1 = none).
+def _scaled(item: Item, sx: float, sy: float) -> Item:
+    x0, y0, x1, y1 = item.box
+    box = (round(x0 * sx), round(y0 * sy), max(round(x1 * sx), round(x0 * sx) + 1), max(round(y1 * sy), round(y0 * sy) + 1))
+    return Item(item.kind, item.colour, box, item.shape, item.char, item.value)
+
+
+def render(q: Question, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), cell: int = PATCH
+           ) -> tuple[Image.Image, np.ndarray]:  # fmt: skip
+    """Draw a scene at ``size`` (width, height; the scene's 96x96 layout scaled to it). Returns the
+    RGB image and the item index per ``cell`` x ``cell`` patch (-1 = none), (height/cell, width/cell).
 
     A patch belongs to the item that covers most of its pixels, if that item covers at least
     1/8 of the patch.
     """
+    width, height = size
+    if width % cell or height % cell:
+        raise ValueError(f"image size {size} is not a multiple of the {cell}-pixel patch")
+    sx, sy = width / IMAGE_SIZE, height / IMAGE_SIZE
     bg = q.background
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (bg, bg, bg))
-    owner = Image.new("I", (IMAGE_SIZE, IMAGE_SIZE), 0)  # item index + 1 per pixel
+    image = Image.new("RGB", size, (bg, bg, bg))
+    owner = Image.new("I", size, 0)  # item index + 1 per pixel
     canvas, owner_draw = ImageDraw.Draw(image), ImageDraw.Draw(owner)
     for i, item in enumerate(q.items):
+        drawn = _scaled(item, sx, sy) if size != (IMAGE_SIZE, IMAGE_SIZE) else item
         if item.kind == "char":
             scale = (item.box[3] - item.box[1]) // _glyph_mask(item.char, 1).shape[0]
             ink = Image.fromarray(_glyph_mask(item.char, scale).astype(np.uint8) * 255, mode="L")
-            image.paste(COLOURS[item.colour], item.box[:2], ink)
-            owner.paste(i + 1, item.box[:2], ink)
+            x0, y0, x1, y1 = drawn.box
+            if ink.size != (x1 - x0, y1 - y0):
+                ink = ink.resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
+            image.paste(COLOURS[item.colour], drawn.box[:2], ink)
+            owner.paste(i + 1, drawn.box[:2], ink)
         else:
-            _draw_item(canvas, item, COLOURS[item.colour])
-            _draw_item(owner_draw, item, i + 1)
-    own = np.array(owner).reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3).reshape(GRID, GRID, -1)
-    patches = np.full((GRID, GRID), -1, dtype=np.int64)
-    for r in range(GRID):
-        for c in range(GRID):
+            _draw_item(canvas, drawn, COLOURS[item.colour])
+            _draw_item(owner_draw, drawn, i + 1)
+    rows, cols = height // cell, width // cell
+    own = np.array(owner).reshape(rows, cell, cols, cell).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    patches = np.full((rows, cols), -1, dtype=np.int64)
+    for r in range(rows):
+        for c in range(cols):
             counts = np.bincount(own[r, c], minlength=len(q.items) + 1)
             counts[0] = 0
-            if counts.max() >= PATCH * PATCH // 8:
+            if counts.max() >= cell * cell // 8:
                 patches[r, c] = int(counts.argmax()) - 1
     return image, patches
+
+
+def native_size(rng, cell: int = NATIVE_CELL) -> tuple[int, int]:
+    """A random image size for the native-resolution variant: width a multiple of ``cell`` in
+    [NATIVE_MIN, NATIVE_MAX], an aspect ratio within 2:3 to 3:2, the height rounded to ``cell``."""
+    width = int(rng.integers(NATIVE_MIN // cell, NATIVE_MAX // cell + 1)) * cell
+    aspect = float(np.exp(rng.uniform(np.log(2 / 3), np.log(3 / 2))))
+    height = int(np.clip(round(width * aspect / cell) * cell, NATIVE_MIN, NATIVE_MAX))
+    return width, height
 
 
 # --------------------------------------------------------------------------- placement
@@ -355,14 +385,20 @@ GENERATORS = {
 SPLITS = ("test", "train")
 
 
-def generate(family: str, seed: int, n: int, split: str = "test"):
+def generate(family: str, seed: int, n: int, split: str = "test", native: bool = False):
     """Yield ``n`` (Question, image, patches) of one family. One independent stream per
-    (seed, family, split), so changing ``n`` only appends rows."""
+    (seed, family, split), so changing ``n`` only appends rows. ``native``: the same questions,
+    each drawn at its own size (``native_size``, from a stream of its own) and labelled per
+    ``NATIVE_CELL`` pixels."""
     rng = np.random.default_rng([seed, FAMILIES.index(family), SPLITS.index(split)])
+    sizes = np.random.default_rng([seed, FAMILIES.index(family), SPLITS.index(split), 1])
     for _ in range(n):
         q = GENERATORS[family](rng)
         q.background = int(rng.integers(12, 52))
-        image, patches = render(q)
+        if native:
+            image, patches = render(q, native_size(sizes), NATIVE_CELL)
+        else:
+            image, patches = render(q)
         yield q, image, patches
 
 
@@ -379,6 +415,8 @@ def row(index: int, q: Question, image: Image.Image, patches: np.ndarray, split:
         "patches": patches.reshape(-1).tolist(),
         "background": q.background,
     }
+    if patches.shape != (GRID, GRID):  # native resolution: the patch grid and cell size
+        scene.update(grid=list(patches.shape), cell=image.size[0] // patches.shape[1])
     out = {"index": str(index), "image": encode_png(image), "question": q.question}
     for letter in "ABCD":
         k = "ABCD".index(letter)
@@ -409,9 +447,11 @@ def write_tsv(path: Path, rows) -> int:
     return count
 
 
-def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, families=FAMILIES, progress=None) -> dict:
+def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, families=FAMILIES, native: bool = False,
+          progress=None) -> dict:  # fmt: skip
     """Write ``synth8_<family>.tsv`` (test split, ``n`` rows each) and, if ``n_train``,
     ``synth8_train.tsv`` (all families interleaved, ``n_train`` rows per family) into ``out``.
+    ``native``: every image at its own size (see ``generate``).
 
     Returns a manifest (also written as ``manifest.json``).
     """
@@ -423,11 +463,11 @@ def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, fam
     files = {}
     for fi, family in enumerate(families):
         base = fi * 1_000_000
-        rows = (row(base + i, *g, "test") for i, g in enumerate(generate(family, seed, n, "test")))
+        rows = (row(base + i, *g, "test") for i, g in enumerate(generate(family, seed, n, "test", native)))
         rows = progress(rows, total=n, desc=f"synth8 {family}") if progress else rows
         files[f"synth8_{family}.tsv"] = write_tsv(out / f"synth8_{family}.tsv", rows)
     if n_train:
-        streams = [generate(f, seed, n_train, "train") for f in families]
+        streams = [generate(f, seed, n_train, "train", native) for f in families]
 
         def interleaved():
             for i in range(n_train):
@@ -436,6 +476,6 @@ def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, fam
 
         rows = progress(interleaved(), total=n_train * len(families), desc="synth8 train") if progress else interleaved()
         files["synth8_train.tsv"] = write_tsv(out / "synth8_train.tsv", rows)
-    manifest = {"benchmark": "synth8", "version": VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
+    manifest = {"benchmark": "synth8-native" if native else "synth8", "version": VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
