@@ -66,3 +66,37 @@ def test_prompt_puts_the_image_after_the_question(saved, samples):
     )
     assert text.startswith("<|im_start|>user\nQuestion: ")
     assert text.endswith("<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_few_step_training_on_native_resolution_data(tmp_path):
+    from paretobench.data import synth
+    from paretobench.models.recipe import TrainConfig
+    from paretobench.models.train import train_embedded
+
+    data = tmp_path / "native"
+    synth.synth(data, seed=1, n=1, n_train=3, native=True)
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "stage1"), arch="qwen2.5-vl", seed=2, vision_steps=2,
+                      vision_batch=4, steps=0, batch=4, warmup=1, val_size=8, introduce=0, patch_labels=1.0)  # fmt: skip
+    record = train_embedded(cfg, log=lambda m: None)
+    assert set(record["vision_patch_accuracy"]) >= {"kind", "colour", "row", "col"}
+    stage1 = load_model(cfg.out).model
+    cfg.out, cfg.steps, cfg.val_every = str(tmp_path / "stage2"), 2, 1
+    record = train_embedded(cfg, log=lambda m: None)  # the same stage 1 (same seed), then stage 2
+    assert [h["step"] for h in record["history"]] == [1, 2]
+    stage2 = load_model(cfg.out).model
+    a, b = stage1.state_dict(), stage2.state_dict()
+    frozen = [k for k in a if k.startswith(("model.visual.blocks", "model.visual.patch_embed"))]
+    merger = [k for k in a if k.startswith("model.visual.merger")]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # stage 2 leaves the ViT alone
+    assert merger and not all(torch.equal(a[k], b[k]) for k in merger)  # and trains the merger
+
+
+def test_training_refuses_fixed_resolution_data_for_qwen(tmp_path, synth_dir):
+    from paretobench.models.recipe import TrainConfig
+    from paretobench.models.train import train_embedded
+
+    cfg = TrainConfig(data=str(synth_dir), out=str(tmp_path / "x"), arch="qwen2.5-vl", vision_steps=1, steps=0,
+                      val_size=4)  # fmt: skip
+    with pytest.raises(ValueError, match="use synth8-native data"):
+        train_embedded(cfg, log=lambda m: None)
+    assert not (tmp_path / "x").exists()

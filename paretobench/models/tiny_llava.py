@@ -134,6 +134,11 @@ def build_model(processor, seed: int = 0, **sizes):
     return model
 
 
+def save(model, processor, out: str | Path) -> None:
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
 def embedded_dir() -> Path:
     """Where the shipped, trained weights live inside the package."""
     return Path(__file__).resolve().parent / "embedded" / "tiny-llava"

@@ -1,4 +1,5 @@
-"""``paretobench train-embedded``: train ``tiny-llava`` from random init on synth8's train split.
+"""``paretobench train-embedded``: train an embedded model (``tiny-llava``, or ``tiny-qwen2.5-vl``
+with ``--arch qwen2.5-vl``) from random init on synth8's train split.
 
 Two stages (see ``../shared/notes/embedded-model-trials.md`` for why end-to-end training from
 scratch fails on this scale: the image tokens collapse onto one mean vector):
@@ -10,6 +11,11 @@ scratch fails on this scale: the image tokens collapse onto one mean vector):
 2. **Frozen tower; projector + Llama decoder** trained on the VLMEvalKit MCQ prompt with the
    answer given as the option's text (a word) and end-of-sequence, loss on those tokens only.
    The families enter one at a time (see ``family_weights``), then train together.
+
+Qwen2.5-VL (native resolution, ``synth8-native`` data): stage 1 supervises the vision model's
+merged tokens (one per 16x16 pixels, in the decoder's space) with the labels of their patches;
+stage 2 freezes the ViT blocks and trains the merger with the decoder. ``ImageData`` holds what
+differs between the two architectures.
 
 Deterministic given ``seed`` (data order, init, dropout-free model) on a fixed thread count.
 """
@@ -49,48 +55,195 @@ def normalise(u8: torch.Tensor) -> torch.Tensor:
     return (u8.float() / 255.0 - 0.5) / 0.5
 
 
-def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
-    """Per-patch targets from each row's scene: (N, 144) long tensors, one per head."""
+def scene_labels(scene: dict) -> dict[str, torch.Tensor]:
+    """(patches,) long targets per label from one row's scene: what is drawn in each patch
+    (kind, colour, shape, character, bar value; 0 = nothing), whether it is asked about, and
+    the patch's row and column in its grid."""
     colours, shapes, glyphs = list(synth.COLOURS), list(synth.SHAPES), synth.GLYPHS
     kinds = ("shape", "bar", "char")
-    n, p = len(samples), synth.GRID * synth.GRID
-    out = {k: torch.zeros(n, p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value", "focus")}
-    for i, s in enumerate(samples):
-        scene = json.loads(s.extra["scene"])
-        items, focus = scene["items"], set(scene["focus"])
-        for j, owner in enumerate(scene["patches"]):
-            if owner < 0:
-                continue
-            out["focus"][i, j] = int(owner in focus)
-            it = items[owner]
-            out["kind"][i, j] = 1 + kinds.index(it["kind"])
-            out["colour"][i, j] = 1 + colours.index(it["colour"])
-            if "shape" in it:
-                out["shape"][i, j] = 1 + shapes.index(it["shape"])
-            if "char" in it:
-                out["char"][i, j] = 1 + glyphs.index(it["char"])
-            if "value" in it:
-                out["value"][i, j] = it["value"]
+    items, focus = scene["items"], set(scene["focus"])
+    rows, cols = scene.get("grid", (synth.GRID, synth.GRID))
+    p = rows * cols
+    out = {k: torch.zeros(p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value", "focus")}
+    for j, owner in enumerate(scene["patches"]):
+        if owner < 0:
+            continue
+        out["focus"][j] = int(owner in focus)
+        it = items[owner]
+        out["kind"][j] = 1 + kinds.index(it["kind"])
+        out["colour"][j] = 1 + colours.index(it["colour"])
+        if "shape" in it:
+            out["shape"][j] = 1 + shapes.index(it["shape"])
+        if "char" in it:
+            out["char"][j] = 1 + glyphs.index(it["char"])
+        if "value" in it:
+            out["value"][j] = it["value"]
     pos = torch.arange(p)
-    out["row"] = (pos // synth.GRID).expand(n, p)
-    out["col"] = (pos % synth.GRID).expand(n, p)
+    out["row"], out["col"] = pos // cols, pos % cols
     return out
+
+
+def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
+    """Per-patch targets of 96x96 rows: (N, 144) long tensors, one per label."""
+    per = [scene_labels(json.loads(s.extra["scene"])) for s in samples]
+    return {k: torch.stack([lab[k] for lab in per]) for k in per[0]}
 
 
 HEAD_SIZES = {"kind": 4, "colour": 1 + len(synth.COLOURS), "shape": 1 + len(synth.SHAPES),
               "char": 1 + len(synth.GLYPHS), "value": 10, "row": synth.GRID, "col": synth.GRID}  # fmt: skip
 
 
+class ImageData:
+    """How one architecture's images, and the labels of what each visual token shows, reach the
+    model in both stages. ``rows`` index the training samples."""
+
+    grid: int  # the largest patch grid side (row and column label classes)
+    vision_prefix: str  # the names of the weights stage 1 trains
+
+    def n_tokens(self, row: int) -> int:
+        raise NotImplementedError
+
+    def vision_inputs(self, rows) -> dict:
+        """The model's image keyword arguments for ``rows``."""
+        raise NotImplementedError
+
+    def model_inputs(self, model, input_ids, mask, rows) -> dict:
+        """Every keyword argument of the model's forward but the labels."""
+        return {"input_ids": input_ids, "attention_mask": mask, **self.vision_inputs(rows)}
+
+    def stage1_features(self, model, inputs: dict) -> torch.Tensor:
+        """(tokens of all rows, D): the features stage 1's heads read, in ``targets`` order."""
+        raise NotImplementedError
+
+    def targets(self, rows) -> dict[str, torch.Tensor]:
+        """Per label, (tokens of all rows,) long targets."""
+        raise NotImplementedError
+
+    def stage1_modules(self, model) -> list[torch.nn.Module]:
+        raise NotImplementedError
+
+    def frozen_in_stage2(self, model) -> list[torch.nn.Module]:
+        raise NotImplementedError
+
+    def image_states_module(self, model) -> torch.nn.Module:
+        """The module whose output holds the image tokens in the decoder's space."""
+        raise NotImplementedError
+
+    def image_states(self, output) -> torch.Tensor:
+        """(tokens of all rows, D) from that module's output."""
+        return output
+
+    def feature_dim(self, model) -> int:
+        raise NotImplementedError
+
+    def head_sizes(self) -> dict[str, int]:
+        return {**HEAD_SIZES, "row": self.grid, "col": self.grid}
+
+
+class LlavaImages(ImageData):
+    """Fixed 96x96 images, decoded once into one uint8 tensor; 144 patches, labelled per 8x8."""
+
+    grid = synth.GRID
+    vision_prefix = "model.vision_tower."
+
+    def __init__(self, samples: list[Sample], processor=None):
+        self.images = pixels(samples)
+        self.labels = patch_labels(samples)
+
+    def n_tokens(self, row):
+        return synth.GRID * synth.GRID
+
+    def vision_inputs(self, rows):
+        return {"pixel_values": normalise(self.images[rows])}
+
+    def stage1_features(self, model, inputs):
+        return vision_features(model, inputs["pixel_values"]).flatten(0, 1)
+
+    def feature_dim(self, model):
+        return model.config.vision_config.hidden_size
+
+    def targets(self, rows):
+        return {k: v[rows].flatten() for k, v in self.labels.items()}
+
+    def stage1_modules(self, model):
+        return [model.model.vision_tower]
+
+    def frozen_in_stage2(self, model):
+        return [model.model.vision_tower]
+
+    def image_states_module(self, model):
+        return model.model.multi_modal_projector
+
+    def image_states(self, output):
+        return output.flatten(0, -2)
+
+
+class QwenImages(ImageData):
+    """Native-resolution images (``synth8-native``): each through the image processor per batch;
+    labels per merged token (one per ``scene["cell"]`` pixels), row-major as the decoder sees them."""
+
+    vision_prefix = "model.visual."
+
+    def __init__(self, samples: list[Sample], processor):
+        self.samples, self.image_processor = samples, processor.image_processor
+        merge = self.image_processor.merge_size
+        self.labels, self.counts = [], []
+        for s in samples:
+            scene = json.loads(s.extra["scene"])
+            cell = scene.get("cell")
+            if cell != self.image_processor.patch_size * merge:
+                raise ValueError(f"sample {s.index}: patch labels per {cell} pixels; this model merges "
+                                 f"{self.image_processor.patch_size * merge}-pixel tokens (use synth8-native data)")  # fmt: skip
+            self.labels.append(scene_labels(scene))
+            self.counts.append(len(scene["patches"]))
+        self.grid = max(max(int(lab["row"].max()), int(lab["col"].max())) for lab in self.labels) + 1
+
+    def n_tokens(self, row):
+        return self.counts[row]
+
+    def vision_inputs(self, rows):
+        out = self.image_processor(images=[self.samples[r].image() for r in rows], return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+    def model_inputs(self, model, input_ids, mask, rows):
+        # without the token types Qwen's get_rope_index would give the image 1-D positions
+        types = (input_ids == model.config.image_token_id).int()
+        return {**super().model_inputs(model, input_ids, mask, rows), "mm_token_type_ids": types}
+
+    def stage1_features(self, model, inputs):
+        return model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+
+    def feature_dim(self, model):
+        return model.config.vision_config.out_hidden_size
+
+    def targets(self, rows):
+        return {k: torch.cat([self.labels[r][k] for r in rows]) for k in self.labels[0]}
+
+    def stage1_modules(self, model):
+        return [model.model.visual]
+
+    def frozen_in_stage2(self, model):
+        visual = model.model.visual
+        return [visual.patch_embed, visual.blocks]
+
+    def image_states_module(self, model):
+        return model.model.visual
+
+    def image_states(self, output):
+        return output.pooler_output
+
+
 def answer_text(s: Sample) -> str:
     return s.options[s.answer] if s.is_mcq else s.references[0]
 
 
-def tokenize(processor, samples: list[Sample]) -> tuple[list[list[int]], list[int]]:
-    """Token ids of prompt + answer + EOS per sample, and where the answer starts."""
+def tokenize(processor, samples: list[Sample], n_tokens=None) -> tuple[list[list[int]], list[int]]:
+    """Token ids of prompt + answer + EOS per sample, and where the answer starts.
+    ``n_tokens(i)``: sample i's visual token count (default: 144, one per 8x8 patch of 96x96)."""
     tok = processor.tokenizer
-    n_img = synth.GRID * synth.GRID
     ids, starts = [], []
-    for s, text in zip(samples, chat_prompts(processor, samples)):
+    for i, (s, text) in enumerate(zip(samples, chat_prompts(processor, samples))):
+        n_img = n_tokens(i) if n_tokens else synth.GRID * synth.GRID
         prompt = tok(text.replace(processor.image_token, processor.image_token * n_img)).input_ids
         answer = tok(answer_text(s), add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids.append(prompt + answer)
@@ -130,19 +283,20 @@ def vision_features(model, pix: torch.Tensor) -> torch.Tensor:
     return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
 
 
-def train_vision(model, images, labels, train_rows, cfg: TrainConfig, rng, bar, log):
-    tower = model.model.vision_tower
-    dim = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, v) for k, v in HEAD_SIZES.items()})
-    params = list(tower.parameters()) + list(heads.parameters())
+def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig, rng, bar, log):
+    modules = data.stage1_modules(model)
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(data.feature_dim(model), v) for k, v in data.head_sizes().items()})
+    params = [p for m in modules for p in m.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
-    tower.train()
+    for m in modules:
+        m.train()
     for step in range(cfg.vision_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.vision_steps, cfg.warmup, cfg.vision_lr)
         rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
-        feats = vision_features(model, normalise(images[rows]))
-        loss = sum(F.cross_entropy(heads[k](feats).flatten(0, 1), labels[k][rows].flatten()) for k in heads)
+        feats = data.stage1_features(model, data.vision_inputs(rows))
+        targets = data.targets(rows)
+        loss = sum(F.cross_entropy(heads[k](feats), targets[k]) for k in heads)
         # LLaVA's projector has no normalisation layer: keep the features it reads normalised per
         # token (what a LayerNorm in front of it would do), so no shared offset drowns the patches
         mean, var = feats.mean(-1), feats.var(-1, unbiased=False)
@@ -154,31 +308,31 @@ def train_vision(model, images, labels, train_rows, cfg: TrainConfig, rng, bar, 
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(stage="vision", loss=f"{loss.item():.3f}")
-    tower.eval()
+    for m in modules:
+        m.eval()
     # held-out per-patch accuracy of each head, on object patches (background is easy)
     with torch.no_grad():
-        rows = np.arange(len(images))[-cfg.val_size :]
         acc = {k: [] for k in heads}
-        for i in range(0, len(rows), 128):
-            r = rows[i : i + 128]
-            feats = vision_features(model, normalise(images[r]))
-            obj = labels["kind"][r] > 0
+        for i in range(0, len(val_rows), 128):
+            r = val_rows[i : i + 128]
+            feats = data.stage1_features(model, data.vision_inputs(r))
+            targets = data.targets(r)
+            obj = targets["kind"] > 0
             for k in heads:
-                pred = heads[k](feats).argmax(-1)
-                acc[k].append((pred == labels[k][r])[obj].float())
+                acc[k].append((heads[k](feats).argmax(-1) == targets[k])[obj].float())
     result = {k: round(torch.cat(v).mean().item(), 4) for k, v in acc.items()}
     log(f"stage 1 done: held-out per-patch accuracy on object patches {result}")
     return result
 
 
-def answer_accuracy(model, ids, starts, rows, pad_id, images, families, batch=64):
+def answer_accuracy(model, data: ImageData, ids, starts, rows, pad_id, families, batch=64):
     """Teacher-forced first answer token = what greedy decoding emits first; per family."""
     hits: dict[str, list[bool]] = {}
     with torch.no_grad():
         for i in range(0, len(rows), batch):
             r = rows[i : i + batch]
-            input_ids, mask, labels = collate(ids, starts, r, pad_id)
-            logits = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[r])).logits
+            input_ids, mask, _ = collate(ids, starts, r, pad_id)
+            logits = model(**data.model_inputs(model, input_ids, mask, r)).logits
             for b, row in enumerate(r):
                 p = starts[row]
                 hits.setdefault(families[row], []).append(bool(logits[b, p - 1].argmax() == input_ids[b, p]))
@@ -229,17 +383,17 @@ def family_weights(fam: np.ndarray, step: int, introduce: int,
     return np.array([share[f] / counts[f] if f in share else 0.0 for f in fam]), list(share)
 
 
-def train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                   checkpoint=None, patches=None):
-    for p in model.model.vision_tower.parameters():
+def train_language(model, data: ImageData, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
+                   checkpoint=None):  # fmt: skip
+    frozen = [p for m in data.frozen_in_stage2(model) for p in m.parameters()]
+    for p in frozen:
         p.requires_grad_(False)
-    focus = patches["focus"] if patches else None
     # patch supervision: linear heads on the projector's output (the decoder's image tokens) read
     # the stage-1 labels of every patch, so the projector keeps what the tower knows; measured on
     # the embedded model without it, row and column fell from 100% linearly readable in the
     # tower's features to 33% and 42% after the projector (see docs/notes)
     dim = model.config.text_config.hidden_size
-    readout = torch.nn.ModuleDict({k: torch.nn.Linear(dim, v) for k, v in HEAD_SIZES.items()})
+    readout = torch.nn.ModuleDict({k: torch.nn.Linear(dim, v) for k, v in data.head_sizes().items()})
     # grounding: a probe on the image tokens' hidden states at one decoder layer predicts which
     # patches show the items the question is about (the generator's ground truth); the probe is
     # thrown away after training, the decoder keeps what it learned
@@ -249,6 +403,9 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     fam = np.array([families[r] for r in train_rows])
     emphasis = parse_emphasis(cfg.emphasis)
+    captured = {}
+    hook = data.image_states_module(model).register_forward_hook(
+        lambda module, args, output: captured.__setitem__("states", data.image_states(output)))
     history = []
     t0 = time.time()
     for step in range(cfg.steps):
@@ -257,29 +414,26 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
         w, active = family_weights(fam, step, cfg.introduce, emphasis)
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
         input_ids, mask, labels = collate(ids, starts, rows, pad_id)
+        targets = data.targets(rows)
         model.train()
-        grounding = bool(cfg.grounding) and focus is not None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = model(input_ids=input_ids, attention_mask=mask, pixel_values=normalise(images[rows]), labels=labels,
-                        output_hidden_states=grounding)  # fmt: skip
-            if grounding:
-                h = out.hidden_states[cfg.grounding_layer][input_ids == model.config.image_token_id]
-                target = focus[rows].flatten().float()
-                aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), target,
-                                                         pos_weight=torch.tensor(4.0))  # fmt: skip
+            out = model(**data.model_inputs(model, input_ids, mask, rows), labels=labels,
+                        output_hidden_states=bool(cfg.grounding))  # fmt: skip
+            states = captured.pop("states")  # (image tokens of the batch, dim), in sequence order
             loss = out.loss
-            if grounding:
+            if cfg.grounding:
+                h = out.hidden_states[cfg.grounding_layer][input_ids == model.config.image_token_id]
+                aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), targets["focus"].float(),
+                                                         pos_weight=torch.tensor(4.0))  # fmt: skip
                 loss = loss + cfg.grounding * aux
-            if cfg.patch_labels and patches is not None:
-                x = out.image_hidden_states.view(len(rows), -1, dim)
-                read = sum(F.cross_entropy(readout[k](x).flatten(0, 1).float(), patches[k][rows].flatten())
-                           for k in readout)  # fmt: skip
+            if cfg.patch_labels:
+                read = sum(F.cross_entropy(readout[k](states).float(), targets[k]) for k in readout)
                 loss = loss + cfg.patch_labels * read
         if cfg.shared_penalty:
             # the projector drifts towards one vector shared by all image tokens, which drowns what
             # each patch shows (the "collapse" of the embedded-model trials): penalise that share
-            x = out.image_hidden_states.float().view(len(rows), -1, out.image_hidden_states.shape[-1])
-            shared = x.mean(1).pow(2).sum(-1) / x.pow(2).sum(-1).mean(1)
+            per_image = states.float().split([data.n_tokens(r) for r in rows])
+            shared = torch.stack([x.mean(0).pow(2).sum() / x.pow(2).sum(-1).mean() for x in per_image])
             loss = loss + cfg.shared_penalty * shared.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -290,36 +444,51 @@ def train_language(model, images, ids, starts, families, train_rows, val_rows, c
             bar.set_postfix(stage="language", loss=f"{out.loss.item():.3f}", families=len(active))
         if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
             model.eval()
-            acc = answer_accuracy(model, ids, starts, val_rows, pad_id, images, families)
+            acc = answer_accuracy(model, data, ids, starts, val_rows, pad_id, families)
             history.append({"step": step + 1, "minutes": round((time.time() - t0) / 60, 2), **acc})
             log(f"step {step + 1}: held-out answer accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
             if checkpoint:
                 checkpoint(history)
-    for p in model.model.vision_tower.parameters():
+    hook.remove()
+    for p in frozen:
         p.requires_grad_(True)
     model.eval()
     return history
 
 
-def load_weights(model, folder: Path, *, everything: bool) -> dict:
-    """Copy a saved model's weights (all, or only its vision tower) into ``model``; returns that
-    run's training record."""
+def load_weights(model, folder: Path, *, only: str = "") -> dict:
+    """Copy a saved model's weights (all, or only those whose names start with ``only``) into
+    ``model``; returns that run's training record."""
     from transformers import AutoModelForImageTextToText
 
-    saved = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
-    if everything:
-        model.load_state_dict(saved.state_dict())
+    saved = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).state_dict()
+    if only:
+        missing = [k for k in model.state_dict() if k.startswith(only) and k not in saved]
+        if missing:
+            raise ValueError(f"{folder}: no {only}* weights to take ({len(missing)} missing); another architecture?")
+        model.load_state_dict({k: v for k, v in saved.items() if k.startswith(only)}, strict=False)
     else:
-        model.model.vision_tower.load_state_dict(saved.model.vision_tower.state_dict())
+        model.load_state_dict(saved)
     return json.loads((folder / "training.json").read_text())
 
 
+ARCHS = ("llava", "qwen2.5-vl")
+
+
 def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
-    """Train tiny-llava per ``cfg`` and save it (weights, processor, ``training.json``) to ``cfg.out``."""
+    """Train an embedded model per ``cfg`` and save it (weights, processor, ``training.json``) to ``cfg.out``."""
     from tqdm.auto import tqdm
 
-    from paretobench.models.tiny_llava import build_model, build_processor
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"unknown architecture {cfg.arch!r}; valid: {', '.join(ARCHS)}")
+    if cfg.arch == "llava":
+        from paretobench.models import tiny_llava as builder
 
+        Data = LlavaImages
+    else:
+        from paretobench.models import tiny_qwen as builder
+
+        Data = QwenImages
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -330,11 +499,10 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     if len(samples) <= cfg.val_size:
         raise ValueError(f"{train_file}: {len(samples)} rows, need more than val_size={cfg.val_size}")
     log(f"read {len(samples)} training rows from {train_file}")
-    processor = build_processor()
-    model = build_model(processor, seed=cfg.seed)
-    images = pixels(samples)
-    labels = patch_labels(samples)
-    ids, starts = tokenize(processor, samples)
+    processor = builder.build_processor()
+    model = builder.build_model(processor, seed=cfg.seed)
+    data = Data(samples, processor)
+    ids, starts = tokenize(processor, samples, data.n_tokens)
     families = [s.category for s in samples]
     n = len(samples)
     train_rows, val_rows = np.arange(n - cfg.val_size), np.arange(n - cfg.val_size, n)
@@ -344,14 +512,14 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     bar = tqdm(total=(0 if skip_vision else cfg.vision_steps) + cfg.steps, desc="train-embedded", mininterval=2.0)
     t1 = time.time()
     if cfg.init_from:
-        prior = load_weights(model, Path(cfg.init_from), everything=True)
+        prior = load_weights(model, Path(cfg.init_from))
         log(f"stage 1 skipped: continuing from {cfg.init_from}")
     elif cfg.vision_from:
-        prior = load_weights(model, Path(cfg.vision_from), everything=False)
+        prior = load_weights(model, Path(cfg.vision_from), only=data.vision_prefix)
         log(f"stage 1 skipped: vision tower taken from {cfg.vision_from}")
     else:
         prior = None
-        vision = train_vision(model, images, labels, train_rows, cfg, rng, bar, log)
+        vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log)
     if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
         vision = prior["vision_patch_accuracy"]
     out = Path(cfg.out)
@@ -361,8 +529,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         """Weights, processor and the run's record; also called at each validation (a checkpoint)."""
         t_end = t_end or time.time()
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
+        builder.save(model, processor, out)
         record = {
             "config": asdict(cfg),
             "train_rows": len(train_rows),
@@ -383,8 +550,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         return record
 
     t2 = time.time()
-    history = train_language(model, images, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                             checkpoint=save, patches=labels)  # fmt: skip
+    history = train_language(model, data, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
+                             checkpoint=save)  # fmt: skip
     bar.close()
     record = save(history)
     log(f"saved to {out}")
