@@ -90,6 +90,16 @@ def test_few_step_training_on_native_resolution_data(tmp_path):
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # stage 2 leaves the ViT alone
     assert merger and not all(torch.equal(a[k], b[k]) for k in merger)  # and trains the merger
 
+    from paretobench.models.card import write_card
+
+    probes = write_card(cfg.out, n=2)  # the card's probes run on synth8-native at this model's resolution
+    assert probes["full"]["n"] == 16 and 16 <= probes["full"]["visual_tokens"] <= 256
+    assert probes["random_25"]["kept_visual_tokens"] < probes["full"]["visual_tokens"]
+    assert probes["mean_token"]["kept_visual_tokens"] == 1
+    assert set(probes["patch_readability"]) == {"merger"}
+    card = (tmp_path / "stage2" / "README.md").read_text()
+    assert "Qwen2_5_VLForConditionalGeneration" in card and "synth8-native test split" in card
+
 
 def test_training_refuses_fixed_resolution_data_for_qwen(tmp_path, synth_dir):
     from paretobench.models.recipe import TrainConfig

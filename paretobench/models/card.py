@@ -78,19 +78,34 @@ PROBES = {
 READABLE = ("colour", "shape", "row", "col")
 
 
-def patch_readability(model, samples, *, steps: int = 300) -> dict:
-    """Held-out accuracy of a linear probe per label, on object patches, before and after the
-    projector: {"tower": {label: acc}, "projector": {label: acc}}."""
-    from paretobench.models.train import normalise, patch_labels, pixels, vision_features
+def _readable_features(model, samples, processor) -> dict[str, torch.Tensor]:
+    """(patches of all samples, D) per stage: LLaVA's tower output and its projector's output;
+    Qwen2.5-VL's merged tokens (the vision model's output is already the decoder's input)."""
+    from paretobench.models.train import QwenImages, normalise, pixels, vision_features
 
     with torch.no_grad():
-        feats = torch.cat([vision_features(model, normalise(pixels(samples[i : i + 128])))
-                           for i in range(0, len(samples), 128)])  # fmt: skip
-        projected = model.model.multi_modal_projector(feats)
-    labels = patch_labels(samples)
+        if model.config.model_type == "llava":
+            tower = torch.cat([vision_features(model, normalise(pixels(samples[i : i + 128])))
+                               for i in range(0, len(samples), 128)])  # fmt: skip
+            return {"tower": tower.flatten(0, 1), "projector": model.model.multi_modal_projector(tower).flatten(0, 1)}
+        data = QwenImages(samples, processor)
+        rows = list(range(len(samples)))
+        merged = torch.cat([data.stage1_features(model, data.vision_inputs(rows[i : i + 64]))
+                            for i in range(0, len(rows), 64)])  # fmt: skip
+        return {"merger": merged}
+
+
+def patch_readability(model, samples, *, steps: int = 300, processor=None) -> dict:
+    """Held-out accuracy of a linear probe per label, on object patches, at each stage the image
+    passes on its way to the decoder: {stage: {label: acc}}."""
+    from paretobench.models.train import scene_labels
+
+    stages = _readable_features(model, samples, processor)
+    per = [scene_labels(json.loads(s.extra["scene"])) for s in samples]
+    labels = {k: torch.cat([lab[k] for lab in per]) for k in per[0]}
     on_object = labels["kind"] > 0
     out = {}
-    for where, x in (("tower", feats), ("projector", projected)):
+    for where, x in stages.items():
         x = x[on_object]
         x = (x - x.mean(0)) / (x.std(0) + 1e-6)
         half = len(x) // 2
@@ -113,18 +128,19 @@ def patch_readability(model, samples, *, steps: int = 300) -> dict:
 
 
 def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: bool = False) -> dict:
-    from paretobench.data.datasets import load_dataset, synth8
+    from paretobench.data.datasets import load_dataset, synth8, synth8_native
     from paretobench.evaluate import evaluate
     from paretobench.models.loading import load_model
 
     loaded = load_model(str(model_dir))
+    synth8 = synth8 if loaded.model.config.model_type == "llava" else synth8_native  # native resolution
     out = {}
     data = load_dataset(str(synth8(seed=seeds[0], n=n)))
     for name, kw in PROBES.items():
         r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress, **kw)
         out[name] = {**r.scores, "kept_visual_tokens": r.kept_visual_tokens, "llm_prefill_flops": r.llm_prefill_flops,
                      "text_tokens": r.text_tokens, "visual_tokens": r.visual_tokens, "seconds": r.seconds}  # fmt: skip
-    out["patch_readability"] = patch_readability(loaded.model, data.samples)
+    out["patch_readability"] = patch_readability(loaded.model, data.samples, processor=loaded.processor)
     for seed in seeds[1:]:
         data = load_dataset(str(synth8(seed=seed, n=n)))
         r = evaluate(loaded.model, loaded.processor, data.samples, progress=progress)
@@ -213,36 +229,57 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
     return lines
 
 
+def _architecture(cfg: dict, full: dict) -> list[str]:
+    t = cfg["text_config"]
+    decoder = (f"{t['num_hidden_layers']} layers, hidden {t['hidden_size']}, {t['num_attention_heads']} query / "
+               f"{t['num_key_value_heads']} key-value heads, SwiGLU width {t['intermediate_size']}, word-level "
+               f"vocabulary of {t['vocab_size']}")  # fmt: skip
+    v = cfg["vision_config"]
+    if cfg["model_type"] == "llava":
+        return [
+            f"- vision tower: CLIP, {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
+            f"{v['image_size']}x{v['image_size']} images in {v['patch_size']}x{v['patch_size']} patches "
+            f"-> {full['visual_tokens']:.0f} visual tokens (class token dropped)",
+            "- projector: Linear-GELU-Linear to the decoder width",
+            f"- language model: Llama, {decoder}",
+            "- prompt: VLMEvalKit's MCQ prompt in a `USER: <question and options><image>\\nASSISTANT:` template "
+            f"(the image after the question), {full['text_tokens']:.1f} text tokens on average; answers are the "
+            "option's text",
+        ]
+    cell = v["patch_size"] * v["spatial_merge_size"]
+    return [
+        f"- vision model: Qwen2.5-VL's windowed ViT, {v['depth']} layers, hidden {v['hidden_size']}, "
+        f"{v['patch_size']}x{v['patch_size']} patches merged 2x2 into one visual token per {cell}x{cell} pixels "
+        f"at the image's own size: {full['visual_tokens']:.1f} visual tokens on average on synth8-native "
+        "(16 to 256)",
+        f"- language model: Qwen2.5-VL's decoder with 3-D M-RoPE (sections {t['rope_parameters']['mrope_section']}), "
+        + decoder,
+        "- prompt: VLMEvalKit's MCQ prompt in Qwen's chat markup, the image after the question, "
+        f"{full['text_tokens']:.1f} text tokens on average; answers are the option's text",
+    ]
+
+
 def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     full = probes["full"]
     cats = list(full["per_category"])
     rows = [k for k in probes if k != "full" and "per_category" in probes[k]]
+    cfg = json.loads((model_dir / "config.json").read_text())
+    llava = cfg["model_type"] == "llava"
+    kind = "LlavaForConditionalGeneration" if llava else "Qwen2_5_VLForConditionalGeneration"
+    data = "synth8" if llava else "synth8-native"
     lines = [
-        "# tiny-llava — paretobench's embedded default model",
+        f"# {model_dir.name} — paretobench's embedded {'default ' if llava else ''}model",
         "",
-        "A `LlavaForConditionalGeneration` trained from random initialisation on the synthetic `synth8`",
+        f"A `{kind}` trained from random initialisation on the synthetic `{data}`",
         "benchmark by `paretobench train-embedded`. It exists so that pruning and search run, offline on",
         "a CPU, on a real VLM whose accuracy depends on which visual tokens survive.",
         "",
         "## Architecture",
         "",
     ]
-    cfg = json.loads((model_dir / "config.json").read_text())
-    v, t = cfg["vision_config"], cfg["text_config"]
     params = training["parameters"] if training else None
-    lines += [
-        f"- vision tower: CLIP, {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
-        f"{v['image_size']}x{v['image_size']} images in {v['patch_size']}x{v['patch_size']} patches "
-        f"-> {full['visual_tokens']:.0f} visual tokens (class token dropped)",
-        f"- projector: Linear-GELU-Linear to the decoder width",
-        f"- language model: Llama, {t['num_hidden_layers']} layers, hidden {t['hidden_size']}, "
-        f"{t['num_attention_heads']} query / {t['num_key_value_heads']} key-value heads, SwiGLU width "
-        f"{t['intermediate_size']}, word-level vocabulary of {t['vocab_size']}",
-        "- prompt: VLMEvalKit's MCQ prompt in a `USER: <question and options><image>\\nASSISTANT:` template "
-        "(the image after the question), "
-        f"{full['text_tokens']:.1f} text tokens on average; answers are the option's text",
-        f"- LLM prefill: {full['llm_prefill_flops'] / 1e6:.1f} MFLOPs per question (decoder layers)",
-    ]
+    lines += _architecture(cfg, full)
+    lines.append(f"- LLM prefill: {full['llm_prefill_flops'] / 1e6:.1f} MFLOPs per question (decoder layers)")
     if params:
         lines.append(f"- parameters: {params / 1e6:.2f} M")
     if training:
@@ -251,7 +288,7 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
         "",
         "## Accuracy and ablations",
         "",
-        f"synth8 test split, {full['n']} questions ({full['n'] // max(1, len(cats))} per family), greedy "
+        f"{data} test split, {full['n']} questions ({full['n'] // max(1, len(cats))} per family), greedy "
         "answers scored by VLMEvalKit's exact matching. Percent.",
         "",
         "| probe | kept visual tokens | " + " | ".join(cats) + " | mean |",
@@ -280,13 +317,13 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
         lines += [
             "",
             "What the decoder can read: a linear probe per label on object patches (fitted on half, scored on the "
-            "other half), on the vision tower's output and on the projector's output, the decoder's image tokens:",
+            "other half), at each stage the image passes on its way to the decoder:",
             "",
             "| features | " + " | ".join(READABLE) + " |",
             "|---" * (len(READABLE) + 1) + "|",
         ]
         lines += [f"| {where} | " + " | ".join(_pct(read[where][k]) for k in READABLE) + " |" for where in read]
-    lines += ["", "Regenerate: `paretobench model-card --model tiny-llava` (writes this file and `card.json`).", ""]
+    lines += ["", f"Regenerate: `paretobench model-card --model {model_dir.name}` (writes this file and `card.json`).", ""]
     return "\n".join(lines)
 
 
