@@ -1,4 +1,4 @@
-"""``paretobench train-embedded``: train the embedded tiny-llava from scratch."""
+"""``paretobench train-embedded``: train an embedded model (tiny-llava, or tiny-qwen2.5-vl) from scratch."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ EXAMPLES = """examples:
   paretobench train-embedded --data data/synth8-train --out data/tiny-llava
   paretobench model-card --model data/tiny-llava          # ablations + model card
   paretobench train-embedded --data data/synth8-train --out /tmp/t --vision-steps 5 --steps 5 --val-size 16
+  paretobench data synth --native --out data/synth8-native --n 250 --n-train 8000
+  paretobench train-embedded --arch qwen2.5-vl --data data/synth8-native --out data/tiny-qwen2.5-vl
 """
 
 
 def add_parser(sub, name):
     from paretobench.models.recipe import TrainConfig
 
-    p = sub.add_parser(name, help="train the embedded tiny-llava from random init on synth8's train split",
+    p = sub.add_parser(name, help="train an embedded model from random init on synth8's train split",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
