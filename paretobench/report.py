@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-REPORTS = ("table1", "table2", "table4", "table5", "gap", "fig3", "fig6", "fig7")
+REPORTS = ("table1", "table2", "table3", "table4", "table5", "gap", "fig3", "fig6", "fig7")
 WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
 TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
@@ -123,46 +123,91 @@ def _write(out: Path, name: str, title: str, head, rows, records, note: str = ""
 
 
 # ----------------------------------------------------------------------------- tables
-def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
+def sampled_vs_vispco(runs, pruner: str, data_key: str, budget: float, groups) -> tuple[dict, dict | None] | None:
+    """At ``budget``: the pruner's sampled schedules (``grid`` and ``random`` runs) within WINDOW
+    below it, as mean and std per group, and the default-kernel VisPCO pick evaluated (None
+    without one). None when no sampled schedule meets the budget."""
     from searchers.base import BUDGET_SLACK
 
-    head = ["pruner", "budget", "method", "n", "realised FLOPs"]
+    pool = {e.key: e for r in runs if r.searcher in SAMPLERS and r.pruner == pruner
+            and r.config["data_key"] == data_key for e in r.run.evaluations}  # fmt: skip
+    near = [e for e in pool.values() if budget - WINDOW < e.flops_fraction <= budget + BUDGET_SLACK]
+    if not near:
+        return None
+    sampled = {"n": len(near), "flops": _mean_std([e.flops_fraction for e in near]),
+               "groups": {g: _mean_std([e.per_category.get(g, 0.0) for e in near]) for g in groups},
+               "avg": _mean_std([e.accuracy for e in near])}  # fmt: skip
+    vis = _default_kernel_run(_vispco(runs, pruner, data_key))
+    pick = {p["budget"]: p for p in (vis.proposals if vis else [])}.get(round(budget, 6))
+    ev = None if pick is None else _evaluation_of(vis, pick)
+    if ev is None:
+        return sampled, None
+    mean, std = sampled["avg"]
+    return sampled, {"kernel": vis.kernel, "flops": ev.flops_fraction, "avg": ev.accuracy,
+                     "groups": {g: ev.per_category.get(g) for g in groups},
+                     "sd_above_sampled": (ev.accuracy - mean) / std if std else None}  # fmt: skip
+
+
+def _comparison_rows(label: list, sampled: dict, vispco: dict | None, groups) -> tuple[list[list], list[dict]]:
+    """Table rows (and CSV records) of one ``sampled_vs_vispco`` result; ``label`` leads each row."""
+    rows = [label + ["sampled", sampled["n"], _pct(*sampled["flops"])]
+            + [_pct(*sampled["groups"][g]) for g in groups] + [_pct(*sampled["avg"])]]  # fmt: skip
+    records = [{"method": "sampled", "n": sampled["n"], "flops": sampled["flops"][0],
+                **{g: sampled["groups"][g][0] for g in groups}, "avg": sampled["avg"][0], "avg_std": sampled["avg"][1]}]  # fmt: skip
+    if vispco is not None:
+        beats = vispco["sd_above_sampled"]
+        rows.append(label + [f"+ VisPCO ({vispco['kernel']})", 1, _pct(vispco["flops"])]
+                    + [_pct(vispco["groups"][g]) for g in groups]
+                    + [_pct(vispco["avg"]) + (f" ({beats:+.1f} sd)" if beats is not None else "")])  # fmt: skip
+        records.append({"method": "vispco", "n": 1, "flops": vispco["flops"], **vispco["groups"], "avg": vispco["avg"],
+                        "avg_std": None, "sd_above_sampled": beats})  # fmt: skip
+    return rows, records
+
+
+SAMPLED_NOTE = (f"Sampled: the distinct schedules of the pruner's `grid` (the paper's C.1.3 sampling) and `random` "
+                f"runs whose FLOPs lie within {WINDOW:.0%} below the budget; mean ± std. VisPCO: the schedule its "
+                "predictor gives for the budget, evaluated the same way; in brackets, how many standard deviations "
+                "it lies above the sampled mean.")  # fmt: skip
+
+
+def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
     groups = sorted({g for r in runs for g in r.run.groups})
-    head += groups + ["avg"]
+    head = ["pruner", "budget", "method", "n", "realised FLOPs"] + groups + ["avg"]
     rows, records = [], []
     for pruner in sorted({r.pruner for r in runs}):
         for key in sorted({r.config["data_key"] for r in runs if r.searcher in SAMPLERS and r.pruner == pruner}):
-            pool = {e.key: e for r in runs if r.searcher in SAMPLERS and r.pruner == pruner
-                    and r.config["data_key"] == key for e in r.run.evaluations}  # fmt: skip
-            vis = _default_kernel_run(_vispco(runs, pruner, key))
-            picks = {p["budget"]: p for p in (vis.proposals if vis else [])}
             for b in budgets:
-                near = [e for e in pool.values() if b - WINDOW < e.flops_fraction <= b + BUDGET_SLACK]
-                if not near:
+                found = sampled_vs_vispco(runs, pruner, key, b, groups)
+                if found is None:
                     continue
-                cells = {g: _mean_std([e.per_category.get(g, 0.0) for e in near]) for g in groups}
-                avg = _mean_std([e.accuracy for e in near])
-                fl = _mean_std([e.flops_fraction for e in near])
-                rows.append([pruner, f"{b:.0%}", "sampled", len(near), _pct(*fl)] + [_pct(*cells[g]) for g in groups]
-                            + [_pct(*avg)])  # fmt: skip
-                records.append({"pruner": pruner, "budget": b, "method": "sampled", "n": len(near),
-                                "flops": fl[0], **{g: cells[g][0] for g in groups}, "avg": avg[0], "avg_std": avg[1]})  # fmt: skip
-                p = picks.get(round(b, 6))
-                ev = None if p is None else _evaluation_of(vis, p)
-                if ev is not None:
-                    beats = (ev.accuracy - avg[0]) / avg[1] if avg[1] else None
-                    rows.append([pruner, f"{b:.0%}", f"+ VisPCO ({vis.kernel})", 1, _pct(ev.flops_fraction)]
-                                + [_pct(ev.per_category.get(g)) for g in groups]
-                                + [_pct(ev.accuracy) + (f" ({beats:+.1f} sd)" if beats is not None else "")])  # fmt: skip
-                    records.append({"pruner": pruner, "budget": b, "method": "vispco", "n": 1,
-                                    "flops": ev.flops_fraction, **{g: ev.per_category.get(g) for g in groups},
-                                    "avg": ev.accuracy, "avg_std": None, "sd_above_sampled": beats})  # fmt: skip
-    note = (f"Sampled: the distinct schedules of the pruner's `grid` (the paper's C.1.3 sampling) and `random` runs "
-            f"whose FLOPs lie within {WINDOW:.0%} below the budget; mean ± std. "
-            "VisPCO: the schedule its predictor gives for the budget, evaluated the same way; in brackets, how many "
-            "standard deviations it lies above the sampled mean.")  # fmt: skip
+                r, rec = _comparison_rows([pruner, f"{b:.0%}"], *found, groups)
+                rows += r
+                records += [{"pruner": pruner, "budget": b, **x} for x in rec]
     return _write(out, "table1", "Table 1: sampled schedules vs VisPCO, per pruner and budget (accuracy, %)",
-                  head, rows, records, note)  # fmt: skip
+                  head, rows, records, SAMPLED_NOTE)  # fmt: skip
+
+
+def table3(folders: list[Path], out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
+    """Cross-model: per results folder (one model each), the pruner's sampled schedules at the
+    budget against VisPCO's pick."""
+    per_model = [(f, stored_runs(f)) for f in folders]
+    groups = sorted({g for _, runs in per_model for r in runs for g in r.run.groups})
+    head = ["model", "results", "method", "n", "realised FLOPs"] + groups + ["avg"]
+    rows, records = [], []
+    for folder, runs in per_model:
+        model = runs[0].config["model"]
+        for key in sorted({r.config["data_key"] for r in runs if r.searcher in SAMPLERS and r.pruner == pruner}):
+            found = sampled_vs_vispco(runs, pruner, key, budget, groups)
+            if found is None:
+                continue
+            r, rec = _comparison_rows([model, Path(folder).name], *found, groups)
+            rows += r
+            records += [{"model": model, "results": str(folder), **x} for x in rec]
+    if not rows:
+        raise ValueError(f"table3 needs {pruner} grid or random runs within {WINDOW:.0%} below {budget:.0%} "
+                         "in each results folder")  # fmt: skip
+    return _write(out, "table3", f"Table 3: models at a {budget:.0%} budget ({pruner}), sampled schedules vs VisPCO",
+                  head, rows, records, SAMPLED_NOTE)  # fmt: skip
 
 
 def _chosen(stored: StoredRun, proposal: dict) -> list[float]:
@@ -386,12 +431,17 @@ def fig7(runs, out: Path, *, pruner: str = "fastv", kernel: str = DEFAULT_KERNEL
     return _curves(out, "fig7", f"Keep curves per budget ({kernel}, {pruner})", curves)
 
 
-def build(name: str, folder: str | Path, out: str | Path) -> dict:
+def build(name: str, folders, out: str | Path) -> dict:
+    """Report ``name`` from the runs in ``folders`` (one results folder, or several for table3)."""
     if name not in REPORTS:
         import difflib
 
         close = difflib.get_close_matches(name, REPORTS, n=1)
         raise ValueError(f"unknown report {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                          + f" (known: {', '.join(REPORTS)})")  # fmt: skip
-    runs = stored_runs(folder)
-    return globals()[name](runs, Path(out))
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    if name == "table3":
+        return table3(folders, Path(out))
+    if len(folders) != 1:
+        raise ValueError(f"{name} reads one results folder (table3 compares several); got {len(folders)}")
+    return globals()[name](stored_runs(folders[0]), Path(out))

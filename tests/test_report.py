@@ -48,6 +48,17 @@ def test_table1_compares_sampled_schedules_with_vispco_per_budget(results, tmp_p
     assert {r["method"] for r in rows} <= {"sampled", "vispco"}
 
 
+def test_table3_is_table1_at_half_budget_per_model(results, tmp_path):
+    t1 = [r for r in _rows(build("table1", results, tmp_path)["csv"]) if r["pruner"] == "fastv" and r["budget"] == "0.5"]
+    t3 = _rows(build("table3", [results], tmp_path)["csv"])
+    assert [r["method"] for r in t3] == [r["method"] for r in t1] and t3
+    for a, b in zip(t1, t3):
+        assert a["avg"] == b["avg"] and a["n"] == b["n"]
+    assert {r["model"] for r in t3} == {json.loads((next(results.glob("grid-*")) / "config.json").read_text())["model"]}
+    with pytest.raises(ValueError, match="table1 reads one results folder"):
+        build("table1", [results, results], tmp_path)
+
+
 def test_kernel_table_gap_and_figures(results, tmp_path):
     t5 = _rows(build("table5", results, tmp_path)["csv"])
     assert sorted(r["kernel"] for r in t5) == ["multistep", "psigmoid"]
