@@ -15,7 +15,7 @@ from paretobench.data.tsv import read_tsv
 def _cfg(synth_dir, out):
     return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
                        batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2,
-                       patch_labels=1.0)  # fmt: skip
+                       patch_labels=1.0, pointing=1.0, pointing_layer=4)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,18 @@ def test_families_enter_one_at_a_time_then_share_equally():
     for bad in ("relation", "relation=x", "relation=0"):
         with pytest.raises(ValueError, match="FAMILY=WEIGHT"):
             parse_emphasis(bad)
+
+
+def test_item_positions_point_at_the_questions_items(synth_dir):
+    from paretobench.models.train import item_positions
+
+    relation = json.loads(read_tsv(synth_dir / "synth8_relation.tsv")[0].extra["scene"])
+    pos = item_positions(relation)
+    owners = np.array(relation["patches"]).reshape(12, 12)
+    for k in (0, 1):
+        r, c = pos[2 * k : 2 * k + 2]
+        assert owners[r, c] == relation["focus"][k] or abs(r - np.nonzero(owners == k)[0].mean()) <= 0.5
+    colour = json.loads(read_tsv(synth_dir / "synth8_colour.tsv")[0].extra["scene"])
+    assert item_positions(colour)[2:] == [-100, -100] and min(item_positions(colour)[:2]) >= 0
+    count = [json.loads(s.extra["scene"]) for s in read_tsv(synth_dir / "synth8_count.tsv")]
+    assert all(item_positions(s) == [-100] * 4 for s in count if len(s["focus"]) > 2)

@@ -26,6 +26,8 @@ class TrainConfig:
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
     grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
     grounding_layer: int = 4
+    pointing: float = 0.0  # weight of the loss reading the question's items' places at the answer position
+    pointing_layer: int = 6  # the decoder layer whose output the pointing probe reads
     patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output  # the decoder layer whose output the grounding probe reads
     bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
     val_every: int = 500

@@ -83,6 +83,22 @@ def scene_labels(scene: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def item_positions(scene: dict) -> list[int]:
+    """Where the question's first two items are, for the answer-position probe: [row, col] of the
+    first item's patches' centre, then of the second's (-100, ignored, where an item shows in no
+    patch or the question is not about exactly one or two items)."""
+    rows, cols = scene.get("grid", (synth.GRID, synth.GRID))
+    out = [-100] * 4
+    if len(scene["focus"]) > 2:
+        return out
+    owners = np.array(scene["patches"]).reshape(rows, cols)
+    for k, item in enumerate(scene["focus"]):
+        r, c = np.nonzero(owners == item)
+        if len(r):
+            out[2 * k : 2 * k + 2] = [int(round(r.mean())), int(round(c.mean()))]
+    return out
+
+
 def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
     """Per-patch targets of 96x96 rows: (N, 144) long tensors, one per label."""
     per = [scene_labels(json.loads(s.extra["scene"])) for s in samples]
@@ -98,6 +114,7 @@ class ImageData:
     model in both stages. ``rows`` index the training samples."""
 
     grid: int  # the largest patch grid side (row and column label classes)
+    positions: torch.Tensor  # (samples, 4): the question's items' rows and columns (see item_positions)
     vision_prefix: str  # the names of the weights stage 1 trains
 
     def n_tokens(self, row: int) -> int:
@@ -149,6 +166,7 @@ class LlavaImages(ImageData):
     def __init__(self, samples: list[Sample], processor=None):
         self.images = pixels(samples)
         self.labels = patch_labels(samples)
+        self.positions = torch.tensor([item_positions(json.loads(s.extra["scene"])) for s in samples])
 
     def n_tokens(self, row):
         return synth.GRID * synth.GRID
@@ -187,7 +205,7 @@ class QwenImages(ImageData):
     def __init__(self, samples: list[Sample], processor):
         self.samples, self.image_processor = samples, processor.image_processor
         merge = self.image_processor.merge_size
-        self.labels, self.counts = [], []
+        self.labels, self.counts, self.positions = [], [], []
         for s in samples:
             scene = json.loads(s.extra["scene"])
             cell = scene.get("cell")
@@ -195,8 +213,10 @@ class QwenImages(ImageData):
                 raise ValueError(f"sample {s.index}: patch labels per {cell} pixels; this model merges "
                                  f"{self.image_processor.patch_size * merge}-pixel tokens (use synth8-native data)")  # fmt: skip
             self.labels.append(scene_labels(scene))
+            self.positions.append(item_positions(scene))
             self.counts.append(len(scene["patches"]))
         self.grid = max(max(int(lab["row"].max()), int(lab["col"].max())) for lab in self.labels) + 1
+        self.positions = torch.tensor(self.positions)
 
     def n_tokens(self, row):
         return self.counts[row]
@@ -398,8 +418,13 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
     # patches show the items the question is about (the generator's ground truth); the probe is
     # thrown away after training, the decoder keeps what it learned
     probe = torch.nn.Linear(model.config.text_config.hidden_size, 1)
+    # pointing: at the position that predicts the answer, a probe on one decoder layer's output
+    # reads where the question's one or two items are (row and column of each), so the decoder
+    # learns to fetch the named objects' places before it compares them (``relation``)
+    pointer = torch.nn.Linear(dim, 4 * data.grid)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     params += list(readout.parameters()) if cfg.patch_labels else []
+    params += list(pointer.parameters()) if cfg.pointing else []
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     fam = np.array([families[r] for r in train_rows])
     emphasis = parse_emphasis(cfg.emphasis)
@@ -418,7 +443,7 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             out = model(**data.model_inputs(model, input_ids, mask, rows), labels=labels,
-                        output_hidden_states=bool(cfg.grounding))  # fmt: skip
+                        output_hidden_states=bool(cfg.grounding or cfg.pointing))  # fmt: skip
             states = captured.pop("states")  # (image tokens of the batch, dim), in sequence order
             loss = out.loss
             if cfg.grounding:
@@ -429,6 +454,13 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
             if cfg.patch_labels:
                 read = sum(F.cross_entropy(readout[k](states).float(), targets[k]) for k in readout)
                 loss = loss + cfg.patch_labels * read
+            if cfg.pointing:
+                at = torch.tensor([starts[r] - 1 for r in rows])
+                h = out.hidden_states[cfg.pointing_layer][torch.arange(len(rows)), at]
+                logits = pointer(h).float().view(len(rows), 4, data.grid)
+                want = data.positions[rows]
+                if bool((want >= 0).any()):
+                    loss = loss + cfg.pointing * F.cross_entropy(logits.flatten(0, 1), want.flatten(), ignore_index=-100)
         if cfg.shared_penalty:
             # the projector drifts towards one vector shared by all image tokens, which drowns what
             # each patch shows (the "collapse" of the embedded-model trials): penalise that share
