@@ -77,6 +77,11 @@ MODELS.register(
     "paretobench.models.tiny_llava:embedded_dir",
     doc="embedded LLaVA (CLIP tower + 8-layer Llama, 144 visual tokens), trained on synth8",
 )
+MODELS.register(
+    "tiny-llava-v2",
+    "paretobench.models.tiny_llava:embedded_v2_dir",
+    doc="tiny-llava retrained with the patch-label loss (more accurate; not yet the default: results/ is on tiny-llava)",
+)
 DATASETS.register(
     "synth8",
     "paretobench.data.datasets:synth8",

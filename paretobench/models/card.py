@@ -192,7 +192,10 @@ def _stage2_text(r: dict) -> str:
 def _training_section(training: dict, cats: list[str]) -> list[str]:
     chain = _chain(training)
     first, c1 = chain[0], chain[0]["config"]
-    segments = [r for r in chain if r["history"]]
+    # a run started with --vision-from took only the earlier run's tower: that run's stage 2 is not
+    # part of this model, nor is its time beyond stage 1
+    fresh = max((i for i, r in enumerate(chain) if r["config"].get("vision_from")), default=-1)
+    segments = [r for i, r in enumerate(chain) if r["history"] and i >= fresh]
     lines = [
         f"Data: `synth8_train.tsv` (generator seed {training['config']['seed']}), {training['train_rows']} rows "
         f"trained on, {training['held_out_rows']} held out for validation.",
@@ -206,7 +209,8 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
     ]
     lines += [f"   - {_stage2_text(r)}." for r in segments]
-    total = sum(r["minutes"]["vision"] + r["minutes"]["language"] + r["minutes"]["data"] for r in chain)
+    total = sum(r["minutes"]["vision"] + r["minutes"]["data"] + (r["minutes"]["language"] if r in segments else 0)
+                for r in chain)  # fmt: skip
     lines += ["", f"Wall time: {total:.1f} min on {training['threads']} CPU threads, over {len(chain)} run(s)."]
     shas = {r.get("train_data_sha256") for r in chain}
     if len(shas) > 1:
@@ -268,7 +272,7 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     kind = "LlavaForConditionalGeneration" if llava else "Qwen2_5_VLForConditionalGeneration"
     data = "synth8" if llava else "synth8-native"
     lines = [
-        f"# {model_dir.name} — paretobench's embedded {'default ' if llava else ''}model",
+        f"# {model_dir.name} — paretobench's embedded {'default ' if model_dir.name == 'tiny-llava' else ''}model",
         "",
         f"A `{kind}` trained from random initialisation on the synthetic `{data}`",
         "benchmark by `paretobench train-embedded`. It exists so that pruning and search run, offline on",
