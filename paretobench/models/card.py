@@ -78,31 +78,20 @@ PROBES = {
 READABLE = ("colour", "shape", "row", "col")
 
 
-def _readable_features(model, samples, processor) -> dict[str, torch.Tensor]:
-    """(patches of all samples, D) per stage: LLaVA's tower output and its projector's output;
-    Qwen2.5-VL's merged tokens (the vision model's output is already the decoder's input)."""
-    from paretobench.models.train import QwenImages, normalise, pixels, vision_features
-
-    with torch.no_grad():
-        if model.config.model_type == "llava":
-            tower = torch.cat([vision_features(model, normalise(pixels(samples[i : i + 128])))
-                               for i in range(0, len(samples), 128)])  # fmt: skip
-            return {"tower": tower.flatten(0, 1), "projector": model.model.multi_modal_projector(tower).flatten(0, 1)}
-        data = QwenImages(samples, processor)
-        rows = list(range(len(samples)))
-        merged = torch.cat([data.stage1_features(model, data.vision_inputs(rows[i : i + 64]))
-                            for i in range(0, len(rows), 64)])  # fmt: skip
-        return {"merger": merged}
-
-
 def patch_readability(model, samples, *, steps: int = 300, processor=None) -> dict:
     """Held-out accuracy of a linear probe per label, on object patches, at each stage the image
-    passes on its way to the decoder: {stage: {label: acc}}."""
-    from paretobench.models.train import scene_labels
+    passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
+    projector's; Qwen2.5-VL: the merged tokens (the vision model's output is the decoder's input)."""
+    from paretobench.models.train import LlavaImages, QwenImages
 
-    stages = _readable_features(model, samples, processor)
-    per = [scene_labels(json.loads(s.extra["scene"])) for s in samples]
-    labels = {k: torch.cat([lab[k] for lab in per]) for k in per[0]}
+    llava = model.config.model_type == "llava"
+    data = (LlavaImages if llava else QwenImages)(samples, processor)
+    rows = list(range(len(samples)))
+    with torch.no_grad():
+        feats = torch.cat([data.stage1_features(model, data.vision_inputs(rows[i : i + 64]))
+                           for i in range(0, len(rows), 64)])  # fmt: skip
+        stages = {"tower": feats, "projector": model.model.multi_modal_projector(feats)} if llava else {"merger": feats}
+    labels = data.targets(rows)
     on_object = labels["kind"] > 0
     out = {}
     for where, x in stages.items():

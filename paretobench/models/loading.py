@@ -87,7 +87,7 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
         try:
             processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         except ImportError as e:  # Qwen-VL processors also build a video processor, which needs torchvision
-            if "orchvision" not in str(e) or not (path / "processor_config.json").is_file():
+            if "torchvision" not in str(e).lower() or not (path / "processor_config.json").is_file():
                 raise ModelError(f"cannot load the processor of {path}: {e}") from e
             processor = image_only_processor(path)
         model = AutoModelForImageTextToText.from_pretrained(
