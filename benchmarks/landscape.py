@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from paretobench.registry import DEFAULT_MODEL
+
 
 def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: int):
     """Distinct schedules within ``budget``: one step at every layer that can reach it, then two
@@ -60,7 +62,7 @@ def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: in
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny-llava")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--data", default="synth8")
     p.add_argument("--budget", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=None, help="questions per family (default: all)")

@@ -15,10 +15,12 @@ import json
 import sys
 import time
 
+from paretobench.registry import DEFAULT_MODEL
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny-llava")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--data", default="synth8")
     p.add_argument("--pruner", default="fastv")
     p.add_argument("--n", type=int, default=24)

@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from paretobench.registry import DEFAULT_MODEL
 from paretobench.schedule import FREE, PruningSchedule, ScoreCost
 from paretobench.store import Evaluation, content_hash, evaluation_key
 
 
 @dataclass(frozen=True)
 class Workload:
-    model: str = "tiny-llava"
+    model: str = DEFAULT_MODEL
     data: tuple[str, ...] = ("synth8",)
     limit: int | None = None  # first N questions of each file
     pruner: str = "fastv"

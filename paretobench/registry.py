@@ -72,6 +72,9 @@ DATASETS = Registry("dataset")
 PRUNERS = Registry("pruner")
 SEARCHERS = Registry("searcher")
 
+# the model every command uses when none is named; results/ is measured on it
+DEFAULT_MODEL = "tiny-llava"
+
 MODELS.register(
     "tiny-llava",
     "paretobench.models.tiny_llava:embedded_dir",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from paretobench.evaluator import Evaluator, Workload
+from paretobench.registry import DEFAULT_MODEL
 from paretobench.store import Evaluation, Store, content_hash
 
 RUNNERS = ("local", "ray")
@@ -24,7 +25,7 @@ RUNNERS = ("local", "ray")
 class RunConfig:
     searcher: str
     pruner: str = "fastv"
-    model: str = "tiny-llava"
+    model: str = DEFAULT_MODEL
     data: tuple[str, ...] = ("synth8",)
     limit: int | None = None  # first N questions of each file
     budgets: tuple[float, ...] = (0.3, 0.5, 0.7)

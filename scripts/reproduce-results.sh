@@ -1,33 +1,36 @@
 #!/usr/bin/env bash
-# Regenerate everything under results/ on the embedded default (tiny-llava on synth8), in the
-# order the outputs depend on each other. About 2.5 hours on 2 CPU cores; the grid is ~30 min.
+# Regenerate everything under results/ on the embedded default model (or MODEL=name) on synth8,
+# in the order the outputs depend on each other. About 2.5 hours on 2 CPU cores; the grid is ~30 min.
 # Every run is resumable: run the script again after an interruption and finished evaluations
 # are found in results/search/store.sqlite, not recomputed. After a new model is shipped,
 # remove results/search first (a results folder holds one model's evaluations).
 #
 #   bash scripts/reproduce-results.sh            # everything
 #   STEPS="card runs reports" bash scripts/reproduce-results.sh
+#   MODEL=tiny-llava-v2 OUT=/tmp/v2 bash scripts/reproduce-results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 BIN=${BIN:-.venv/bin}
 PB="$BIN/paretobench"
 PY="$BIN/python"
-OUT=results
+MODEL=${MODEL:-$("$PY" -c "from paretobench.registry import DEFAULT_MODEL; print(DEFAULT_MODEL)")}
+OUT=${OUT:-results}
 SEARCH=$OUT/search
 STEPS=${STEPS:-"card engine runs reports harness"}
 
 run() { echo "+ $*" >&2; "$@"; }
-search() { run "$PB" run --limit 64 --out "$SEARCH" "$@"; }
+search() { run "$PB" run --model "$MODEL" --limit 64 --out "$SEARCH" "$@"; }
+mkdir -p "$OUT"
 
 for step in $STEPS; do
   case $step in
     card)  # the model card, its probes, and the unpruned evaluation
-      run "$PB" model-card --model tiny-llava --json > $OUT/tiny-llava-card.json
-      run "$PB" eval --model tiny-llava --data synth8 --json > $OUT/tiny-llava-synth8.json ;;
+      run "$PB" model-card --model "$MODEL" --json > "$OUT/$MODEL-card.json"
+      run "$PB" eval --model "$MODEL" --data synth8 --json > "$OUT/$MODEL-synth8.json" ;;
     engine)  # latency against FLOPs, and the pruning landscape at 50%
-      run "$PY" benchmarks/latency.py --rounds 9 --json > $OUT/latency-tiny-llava.json
-      run "$PY" benchmarks/landscape.py --out $OUT/landscape-synth8.json ;;
+      run "$PY" benchmarks/latency.py --model "$MODEL" --rounds 9 --json > "$OUT/latency-$MODEL.json"
+      run "$PY" benchmarks/landscape.py --model "$MODEL" --out "$OUT/landscape-synth8.json" ;;
     runs)  # the stored runs every table is built from
       search --searcher grid --pruner fastv --n 700
       search --searcher random --pruner fastv --n 100
@@ -44,12 +47,12 @@ for step in $STEPS; do
     reports)  # Table 4's timings first (it reads the default VisPCO run's pick), then every report
       vispco=$("$PY" -c "import json, pathlib; print(next(str(p) for p in sorted(pathlib.Path('$SEARCH').glob('vispco-fastv-*'))
                                                   if json.loads((p / 'config.json').read_text())['params'] == {}))")
-      run "$PY" benchmarks/hardware.py --vispco "$vispco" --out $OUT/hardware-tiny-llava.json
-      run "$PB" report all --results $SEARCH --out $OUT ;;
+      run "$PY" benchmarks/hardware.py --vispco "$vispco" --out "$OUT/hardware-$MODEL.json"
+      run "$PB" report all --results "$SEARCH" --out "$OUT" ;;
     harness)  # the search harness's own benchmarks
-      run "$PY" benchmarks/eval_throughput.py --json > $OUT/eval-throughput.json
-      run "$PY" benchmarks/ray_throughput.py --json > $OUT/ray-throughput.json
-      run "$PY" benchmarks/kill_resume.py --json > $OUT/kill-resume.json ;;
+      run "$PY" benchmarks/eval_throughput.py --model "$MODEL" --json > "$OUT/eval-throughput.json"
+      run "$PY" benchmarks/ray_throughput.py --model "$MODEL" --json > "$OUT/ray-throughput.json"
+      run "$PY" benchmarks/kill_resume.py --json > "$OUT/kill-resume.json" ;;
     *) echo "unknown step $step (card engine runs reports harness)" >&2; exit 2 ;;
   esac
 done

@@ -15,7 +15,7 @@ from paretobench.data.tsv import read_tsv
 def _cfg(synth_dir, out):
     return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
                        batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2,
-                       patch_labels=1.0, pointing=1.0, pointing_layer=4)  # fmt: skip
+                       patch_labels=1.0, pointing=1.0, pointing_layer=4, roles=1.0, roles_layer=3)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,16 @@ def test_item_positions_point_at_the_questions_items(synth_dir):
     assert item_positions(colour)[2:] == [-100, -100] and min(item_positions(colour)[:2]) >= 0
     count = [json.loads(s.extra["scene"]) for s in read_tsv(synth_dir / "synth8_count.tsv")]
     assert all(item_positions(s) == [-100] * 4 for s in count if len(s["focus"]) > 2)
+
+
+def test_role_labels_name_the_first_and_second_item_of_a_relation(synth_dir):
+    from paretobench.models.train import scene_labels
+
+    relation = json.loads(read_tsv(synth_dir / "synth8_relation.tsv")[0].extra["scene"])
+    role, owners = scene_labels(relation)["role"], np.array(relation["patches"])
+    first, second = relation["focus"]
+    assert (role[owners == first] == 1).all() and (role[owners == second] == 2).all()
+    assert (role[(owners != first) & (owners != second)] == 0).all()  # other objects and background
+    assert (role == 1).any() and (role == 2).any()
+    colour = json.loads(read_tsv(synth_dir / "synth8_colour.tsv")[0].extra["scene"])
+    assert (scene_labels(colour)["role"] == -100).all()  # one named item: nothing to tell apart

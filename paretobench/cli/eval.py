@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from paretobench.cli._output import add_json, emit
+from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
   paretobench eval --model tiny-llava --data synth8 --json
@@ -19,7 +20,7 @@ schedules: one keep fraction per decoder layer ("1,1,0.5,...") or layer:keep ste
 def add_parser(sub, name):
     p = sub.add_parser(name, help="evaluate a model, unpruned or pruned, on a benchmark", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--model", default="tiny-llava", help="registered model name or local model folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name or local model folder")
     p.add_argument("--data", default="synth8", help="registered dataset, a VLMEvalKit .tsv file, or a folder of them")
     p.add_argument("--limit", type=int, default=None, help="first N questions of each file")
     p.add_argument("--pruner", default=None, help="how tokens are chosen (default fastv when a schedule drops any)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from paretobench.cli._output import add_json, emit
+from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
   paretobench flops --model tiny-llava --schedule 2:0.5 --json
@@ -18,7 +19,7 @@ EXAMPLES = """examples:
 def add_parser(sub, name):
     p = sub.add_parser(name, help="prefill FLOPs of a pruning schedule (from the config alone)", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--model", default="tiny-llava", help="registered model name or local model folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name or local model folder")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--schedule", help="keep fractions per layer, or layer:keep steps (default: keep all)")
     how.add_argument("--preset", help="a named schedule: <pruner>-default, vtw, vtw-K, aim")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from paretobench.cli._output import add_json, emit
+from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
   paretobench run --searcher random --pruner fastv --n 40
@@ -23,7 +24,7 @@ def add_parser(sub, name):
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--searcher", required=True, help="registered searcher (paretobench list)")
     p.add_argument("--pruner", default="fastv", help="registered pruner (default fastv)")
-    p.add_argument("--model", default="tiny-llava", help="registered model name or local model folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name or local model folder")
     p.add_argument("--data", nargs="+", default=["synth8"], help="datasets: names, .tsv files or folders")
     p.add_argument("--limit", type=int, default=None, help="first N questions of each file")
     p.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.5, 0.7],

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from paretobench.registry import DEFAULT_MODEL
+
 KEEP_FRACTION = 0.25
 
 
@@ -261,7 +263,7 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     kind = "LlavaForConditionalGeneration" if llava else "Qwen2_5_VLForConditionalGeneration"
     data = "synth8" if llava else "synth8-native"
     lines = [
-        f"# {model_dir.name} — paretobench's embedded {'default ' if model_dir.name == 'tiny-llava' else ''}model",
+        f"# {model_dir.name} — paretobench's embedded {'default ' if model_dir.name == DEFAULT_MODEL else ''}model",
         "",
         f"A `{kind}` trained from random initialisation on the synthetic `{data}`",
         "benchmark by `paretobench train-embedded`. It exists so that pruning and search run, offline on",

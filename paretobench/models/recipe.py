@@ -25,10 +25,12 @@ class TrainConfig:
     emphasis: str = ""  # once all families train together, their relative shares, e.g. "relation=3,shape=2"
     shared_penalty: float = 1.0  # weight of the penalty on the image tokens' shared (mean) component
     grounding: float = 0.0  # weight of the loss teaching image tokens whether they show what is asked
-    grounding_layer: int = 4
+    grounding_layer: int = 4  # the decoder layer whose output the grounding probe reads
+    roles: float = 0.0  # weight of the loss teaching a relation's object tokens which named item they show
+    roles_layer: int = 3  # the decoder layer whose output the roles probe reads
     pointing: float = 0.0  # weight of the loss reading the question's items' places at the answer position
     pointing_layer: int = 6  # the decoder layer whose output the pointing probe reads
-    patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output  # the decoder layer whose output the grounding probe reads
+    patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output
     bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on

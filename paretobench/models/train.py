@@ -37,6 +37,8 @@ from paretobench.data.tsv import Sample, file_fingerprint, read_tsv
 from paretobench.adapters import chat_prompts
 from paretobench.models.recipe import TrainConfig
 
+# families whose questions name two items in an order that matters ("where is X relative to Y")
+ROLE_FAMILIES = ("relation",)
 # the order in which stage 2 introduces the families: single-object lookups first, then reading,
 # then the families that combine several regions
 ORDER = ("colour", "shape", "exist", "char", "word", "count", "chart", "relation")
@@ -57,18 +59,22 @@ def normalise(u8: torch.Tensor) -> torch.Tensor:
 
 def scene_labels(scene: dict) -> dict[str, torch.Tensor]:
     """(patches,) long targets per label from one row's scene: what is drawn in each patch
-    (kind, colour, shape, character, bar value; 0 = nothing), whether it is asked about, and
-    the patch's row and column in its grid."""
+    (kind, colour, shape, character, bar value; 0 = nothing), whether it is asked about, which
+    of two named items it shows (``role``: 1 the first, 2 the second, 0 neither; -100, ignored,
+    unless the question is about exactly two items), and the patch's row and column."""
     colours, shapes, glyphs = list(synth.COLOURS), list(synth.SHAPES), synth.GLYPHS
     kinds = ("shape", "bar", "char")
     items, focus = scene["items"], set(scene["focus"])
     rows, cols = scene.get("grid", (synth.GRID, synth.GRID))
     p = rows * cols
     out = {k: torch.zeros(p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value", "focus")}
+    out["role"] = torch.full((p,), 0 if len(scene["focus"]) == 2 else -100, dtype=torch.long)
     for j, owner in enumerate(scene["patches"]):
         if owner < 0:
             continue
         out["focus"][j] = int(owner in focus)
+        if len(scene["focus"]) == 2:
+            out["role"][j] = 1 + scene["focus"].index(owner) if owner in focus else 0
         it = items[owner]
         out["kind"][j] = 1 + kinds.index(it["kind"])
         out["colour"][j] = 1 + colours.index(it["colour"])
@@ -422,7 +428,13 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
     # reads where the question's one or two items are (row and column of each), so the decoder
     # learns to fetch the named objects' places before it compares them (``relation``)
     pointer = torch.nn.Linear(dim, 4 * data.grid)
+    # roles: on a relation question's image tokens, a probe on one decoder layer's output reads
+    # whether the token shows the first named item, the second or neither; measured on
+    # tiny-llava-v2 without it, those tokens knew they were asked about but not which of the two
+    # (so the answer got the axis right and the direction at chance; see docs/notes)
+    roler = torch.nn.Linear(dim, 3)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
+    params += list(roler.parameters()) if cfg.roles else []
     params += list(readout.parameters()) if cfg.patch_labels else []
     params += list(pointer.parameters()) if cfg.pointing else []
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -443,7 +455,7 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             out = model(**data.model_inputs(model, input_ids, mask, rows), labels=labels,
-                        output_hidden_states=bool(cfg.grounding or cfg.pointing))  # fmt: skip
+                        output_hidden_states=bool(cfg.grounding or cfg.pointing or cfg.roles))  # fmt: skip
             states = captured.pop("states")  # (image tokens of the batch, dim), in sequence order
             loss = out.loss
             if cfg.grounding:
@@ -451,6 +463,13 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
                 aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), targets["focus"].float(),
                                                          pos_weight=torch.tensor(4.0))  # fmt: skip
                 loss = loss + cfg.grounding * aux
+            if cfg.roles:
+                h = out.hidden_states[cfg.roles_layer][input_ids == model.config.image_token_id]
+                ordered = torch.tensor([families[r] in ROLE_FAMILIES for r in rows])
+                per_token = ordered.repeat_interleave(torch.tensor([data.n_tokens(r) for r in rows]))
+                want = targets["role"].masked_fill(~per_token, -100)
+                if bool((want >= 0).any()):
+                    loss = loss + cfg.roles * F.cross_entropy(roler(h).float(), want, ignore_index=-100)
             if cfg.patch_labels:
                 read = sum(F.cross_entropy(readout[k](states).float(), targets[k]) for k in readout)
                 loss = loss + cfg.patch_labels * read
