@@ -147,3 +147,14 @@ def test_native_rows_record_their_patch_grid(tmp_path):
         assert scene["cell"] == synth.NATIVE_CELL and scene["grid"] == [h // 16, w // 16]
         assert len(scene["patches"]) == (h // 16) * (w // 16)
     assert json.loads((tmp_path / "manifest.json").read_text())["benchmark"] == "synth8-native"
+
+
+def test_a_native_image_with_synth8s_grid_still_records_its_cell():
+    # 192 x 192 pixels in 16-pixel cells is a 12 x 12 grid, the same as synth8's 96-pixel images
+    q = synth.GENERATORS["colour"](np.random.default_rng(0))
+    q.background = 20
+    image, patches = synth.render(q, (192, 192), synth.NATIVE_CELL)
+    scene = json.loads(synth.row(0, q, image, patches, "test")["scene"])
+    assert scene["grid"] == [12, 12] and scene["cell"] == synth.NATIVE_CELL
+    fixed = json.loads(synth.row(0, q, *synth.render(q), "test")["scene"])
+    assert "cell" not in fixed and "grid" not in fixed  # synth8's rows are unchanged

@@ -31,6 +31,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 # bump whenever the generator's output changes: cached copies are kept per version
 VERSION = 2
+# the same for the native-resolution variant (2: square 192-pixel images, whose grid is synth8's
+# 12 x 12, record their grid and cell size like every other native image)
+NATIVE_VERSION = 2
 
 IMAGE_SIZE = 96
 PATCH = 8
@@ -415,8 +418,9 @@ def row(index: int, q: Question, image: Image.Image, patches: np.ndarray, split:
         "patches": patches.reshape(-1).tolist(),
         "background": q.background,
     }
-    if patches.shape != (GRID, GRID):  # native resolution: the patch grid and cell size
-        scene.update(grid=list(patches.shape), cell=image.size[0] // patches.shape[1])
+    cell = image.size[0] // patches.shape[1]
+    if cell != PATCH:  # native resolution: the patch grid and cell size
+        scene.update(grid=list(patches.shape), cell=cell)
     out = {"index": str(index), "image": encode_png(image), "question": q.question}
     for letter in "ABCD":
         k = "ABCD".index(letter)
@@ -476,6 +480,6 @@ def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, fam
 
         rows = progress(interleaved(), total=n_train * len(families), desc="synth8 train") if progress else interleaved()
         files["synth8_train.tsv"] = write_tsv(out / "synth8_train.tsv", rows)
-    manifest = {"benchmark": "synth8-native" if native else "synth8", "version": VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
+    manifest = {"benchmark": "synth8-native" if native else "synth8", "version": NATIVE_VERSION if native else VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

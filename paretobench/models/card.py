@@ -171,6 +171,13 @@ def _stage2_text(r: dict) -> str:
     if c.get("grounding"):
         extras.append(f"a grounding loss (weight {c['grounding']}): a linear probe on the image tokens' hidden states "
                       f"after decoder layer {c['grounding_layer']} predicts which patches show the asked-about items")
+    if c.get("pointing"):
+        extras.append(f"a pointing loss (weight {c['pointing']}): a linear probe on the answer position's hidden "
+                      f"state after {c['pointing_layer']} decoder layers reads the row and column of the question's items")
+    if c.get("roles"):
+        extras.append(f"a roles loss (weight {c['roles']}): on relation questions, a linear probe on the image tokens' "
+                      f"hidden states after {c['roles_layer']} decoder layers reads whether each shows the first "
+                      "named item, the second or neither")
     if c.get("patch_labels"):
         extras.append(f"a patch-label loss (weight {c['patch_labels']}): linear heads on the projector's output read "
                       "each patch's stage-1 labels (what is drawn, its row and column)")
