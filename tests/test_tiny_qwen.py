@@ -76,7 +76,8 @@ def test_few_step_training_on_native_resolution_data(tmp_path):
     data = tmp_path / "native"
     synth.synth(data, seed=1, n=1, n_train=3, native=True)
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "stage1"), arch="qwen2.5-vl", seed=2, vision_steps=2,
-                      vision_batch=4, steps=0, batch=4, warmup=1, val_size=8, introduce=0, patch_labels=1.0)  # fmt: skip
+                      vision_batch=4, steps=0, batch=4, warmup=1, val_size=8, introduce=0, patch_labels=1.0,
+                      roles=1.0, roles_layer=2)  # fmt: skip
     record = train_embedded(cfg, log=lambda m: None)
     assert set(record["vision_patch_accuracy"]) >= {"kind", "colour", "row", "col"}
     stage1 = load_model(cfg.out).model
