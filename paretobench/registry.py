@@ -80,11 +80,6 @@ MODELS.register(
     "paretobench.models.tiny_llava:embedded_dir",
     doc="embedded LLaVA (CLIP tower + 8-layer Llama, 144 visual tokens), trained on synth8",
 )
-MODELS.register(
-    "tiny-llava-v2",
-    "paretobench.models.tiny_llava:embedded_v2_dir",
-    doc="tiny-llava with stage 2 retrained (patch-label and roles losses): 95.3% on synth8; not yet the default",
-)
 DATASETS.register(
     "synth8",
     "paretobench.data.datasets:synth8",

@@ -7,7 +7,7 @@
 #
 #   bash scripts/reproduce-results.sh            # everything
 #   STEPS="card runs reports" bash scripts/reproduce-results.sh
-#   MODEL=tiny-llava-v2 OUT=/tmp/v2 bash scripts/reproduce-results.sh
+#   MODEL=/models/my-llava OUT=/tmp/mine bash scripts/reproduce-results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1

@@ -5,16 +5,12 @@ import pytest
 from paretobench.data.datasets import load_dataset
 from paretobench.evaluate import evaluate
 from paretobench.models.card import grey_image, select_focus, select_random
-from paretobench.models.loading import load_model
-from paretobench.models.loading import resolve_model_dir
+from paretobench.models.loading import load_model, resolve_model_dir
 
 
-MODELS = ("tiny-llava", "tiny-llava-v2")
-
-
-@pytest.fixture(scope="module", params=MODELS)
-def shipped(request):
-    return load_model(request.param)
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("tiny-llava")
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +18,8 @@ def subset():
     return load_dataset("synth8", limit=25).samples  # 25 per family
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_shipped_files_are_small_and_complete(name):
-    files = {p.name: p.stat().st_size for p in resolve_model_dir(name)[1].iterdir()}
+def test_shipped_files_are_small_and_complete():
+    files = {p.name: p.stat().st_size for p in resolve_model_dir("tiny-llava")[1].iterdir()}
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
                  "training.json", "card.json"):  # fmt: skip
         assert name in files
@@ -41,19 +36,19 @@ def test_loads_offline_as_a_transformers_vlm(shipped):
 
 @pytest.mark.slow
 def test_accurate_and_the_surviving_tokens_matter(shipped, subset):
-    # bars for the models as shipped (tiny-llava 77%, tiny-llava-v2 89% on the full test split,
-    # chance ~28%; see their cards); margins leave room for a 200-question subset
+    # the model's targets (mean >= 85%, every family >= 65% on the full test split; it scores
+    # 95.3%, its weakest family 82.4%; chance ~28%), with room for a 200-question subset
     full = evaluate(shipped.model, shipped.processor, subset)
-    assert full.scores["accuracy"] >= 0.68
-    assert full.scores["per_category"]["colour"] >= 0.9
+    assert full.scores["accuracy"] >= 0.85
+    assert min(full.scores["per_category"].values()) >= 0.6
     grey = evaluate(shipped.model, shipped.processor, subset, image_fn=grey_image)
     assert full.scores["accuracy"] - grey.scores["accuracy"] >= 0.4
     rand = evaluate(shipped.model, shipped.processor, subset, select=select_random(0.25))
     focus = evaluate(shipped.model, shipped.processor, subset, select=select_focus(0.25))
     assert rand.kept_visual_tokens == focus.kept_visual_tokens == 36
     assert full.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
-    # keeping the asked-about items beats a random keep (by 19.2 points for tiny-llava and 7.2 for
-    # v2 on the full split: counting loses when only the counted objects remain)
+    # keeping the asked-about items beats a random keep (by 9.9 points on the full split; counting
+    # loses when only the counted objects remain)
     assert focus.scores["accuracy"] - rand.scores["accuracy"] >= 0.03
 
 def test_patch_readability_probe(shipped, subset):
@@ -61,8 +56,9 @@ def test_patch_readability_probe(shipped, subset):
 
     read = patch_readability(shipped.model, subset, steps=150)
     assert set(read) == {"tower", "projector"} and all(set(r) == set(READABLE) for r in read.values())
-    # stage 1 supervised these labels on the tower's features: a linear probe reads them back
-    assert min(read["tower"].values()) >= 0.9
+    # stage 1 supervised these labels on the tower's features, and stage 2's patch-label loss kept
+    # them through the projector: a linear probe reads them back from both
+    assert min(read["tower"].values()) >= 0.9 and min(read["projector"].values()) >= 0.9
     assert all(0 <= a <= 1 for r in read.values() for a in r.values())
 
 

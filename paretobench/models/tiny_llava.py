@@ -142,8 +142,3 @@ def save(model, processor, out: str | Path) -> None:
 def embedded_dir() -> Path:
     """Where the shipped, trained weights live inside the package."""
     return Path(__file__).resolve().parent / "embedded" / "tiny-llava"
-
-
-def embedded_v2_dir() -> Path:
-    """The retrained candidate (patch-label loss; see its card), shipped next to the default."""
-    return Path(__file__).resolve().parent / "embedded" / "tiny-llava-v2"

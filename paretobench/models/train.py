@@ -429,9 +429,9 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
     # learns to fetch the named objects' places before it compares them (``relation``)
     pointer = torch.nn.Linear(dim, 4 * data.grid)
     # roles: on a relation question's image tokens, a probe on one decoder layer's output reads
-    # whether the token shows the first named item, the second or neither; measured on
-    # tiny-llava-v2 without it, those tokens knew they were asked about but not which of the two
-    # (so the answer got the axis right and the direction at chance; see docs/notes)
+    # whether the token shows the first named item, the second or neither; measured on the
+    # embedded model without it, those tokens knew they were asked about but not which of the
+    # two (so the answer got the axis right and the direction at chance; see docs/notes)
     roler = torch.nn.Linear(dim, 3)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     params += list(roler.parameters()) if cfg.roles else []
