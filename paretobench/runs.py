@@ -55,11 +55,23 @@ def load_run(folder: str | Path) -> Run:
     return Run(config["run"], folder, config, [found[k] for k in keys], groups)
 
 
+def check_same_model(ref: Run, fingerprint: str | None, what: str) -> None:
+    """Refuse a reference run measured on other weights than ``fingerprint`` (a frontier
+    distance between two models' runs says nothing about a searcher)."""
+    theirs = ref.config.get("model_fingerprint")
+    if theirs != fingerprint:
+        raise StoreError(f"{ref.name} was measured on other model weights ({ref.config.get('model')}, "
+                         f"{str(theirs)[:12]}) than {what}, {str(fingerprint)[:12]}: their frontiers "
+                         "are not comparable; run the reference on this model")  # fmt: skip
+
+
 def compare(run: Run, ref: Run, *, budgets=None, ref_point=None, bootstrap: int = 200, seed: int = 0) -> dict:
     """Frontier distances of ``run`` to ``ref`` (see ``paretobench.pareto.distances``), with
-    bootstrap intervals when both runs scored the same questions."""
+    bootstrap intervals when both runs scored the same questions. Both must come from the same
+    model weights (``StoreError`` otherwise)."""
     from paretobench import pareto
 
+    check_same_model(ref, run.config.get("model_fingerprint"), f"{run.name} ({run.config.get('model')})")
     budgets = tuple(budgets if budgets is not None else run.config.get("budgets", ()))
     ref_point = tuple(ref_point or pareto.DEFAULT_REF_POINT)
     out = {"run": run.name, "ref": ref.name, "budgets": list(budgets), "ref_point": list(ref_point),

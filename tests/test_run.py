@@ -244,6 +244,20 @@ def test_run_prints_its_distance_to_the_grid_run_of_its_folder(cfg, tmp_path, ca
     assert json.loads(capsys.readouterr().out)["vs"] is None
 
 
+def test_a_reference_from_other_weights_is_refused_before_any_work(cfg, tmp_path, capsys, tiny_model_dir, synth_dir):
+    grid = run(cfg(tmp_path / "ref"), progress=False)
+    config = json.loads((grid.folder / "config.json").read_text())
+    (grid.folder / "config.json").write_text(json.dumps({**config, "model_fingerprint": "f" * 64}))
+    args = ["run", "--searcher", "random", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "2",
+            "--n", "4", "--budgets", "0.5", "--out", str(tmp_path / "mine"), "--vs", str(grid.folder)]  # fmt: skip
+    assert main(args) == 2
+    assert "other model weights" in capsys.readouterr().err
+    assert not (tmp_path / "mine").exists()  # refused before the search started
+    mine = run(cfg(tmp_path / "ref", searcher="random", n=4), progress=False)
+    assert main(["frontier", str(mine.folder), "--vs", str(grid.folder)]) == 2
+    assert "not comparable" in capsys.readouterr().err
+
+
 def test_evaluation_round_trips_through_the_store(tmp_path):
     ev = Evaluation(key="k", data="d", pruner={"name": "fastv"}, schedule=[1.0, 0.5], flops=1e9, unpruned_flops=2e9,
                     flops_fraction=0.5, accuracy=0.75, overall=0.7, per_category={"a": 0.5, "b": 1.0},

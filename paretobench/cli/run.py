@@ -73,6 +73,11 @@ def run(args) -> int:
                     workers=args.workers if args.runner == "ray" else 1, address=args.address,
                     batch_size=args.batch_size, chunk=args.chunk, threads=args.threads)  # fmt: skip
     check(cfg)
+    if args.vs is not None:  # before any work: a reference from other weights gives no distance
+        from paretobench.models.loading import model_fingerprint
+        from paretobench.runs import check_same_model, load_run
+
+        check_same_model(load_run(args.vs), model_fingerprint(args.model), f"--model {args.model}")
     outcome = run_search(cfg, progress=not args.json)
     summary = json.loads((outcome.folder / "summary.json").read_text())
     lines = [f"run {outcome.name}: {summary['evaluations']} evaluations ({outcome.computed} computed, "
