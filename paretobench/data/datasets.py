@@ -29,8 +29,7 @@ def _cached(name: str, **kw) -> Path:
     """A synth8 folder generated once into the cache (deterministic), named by its settings."""
     from paretobench.data import synth
 
-    version = synth.NATIVE_VERSION if kw.get("native") else synth.VERSION
-    folder = cache_dir() / "synth8" / f"v{version}-{name}"
+    folder = cache_dir() / "synth8" / f"v{synth.version(kw.get('native', False))}-{name}"
     if not (folder / "manifest.json").is_file():
         synth.synth(folder, **kw)
     return folder

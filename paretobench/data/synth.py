@@ -35,6 +35,11 @@ VERSION = 2
 # 12 x 12, record their grid and cell size like every other native image)
 NATIVE_VERSION = 2
 
+
+def version(native: bool = False) -> int:
+    """The generator version of the fixed-size (synth8) or native-resolution output."""
+    return NATIVE_VERSION if native else VERSION
+
 IMAGE_SIZE = 96
 PATCH = 8
 GRID = IMAGE_SIZE // PATCH  # 12 x 12 = 144 patches
@@ -480,6 +485,6 @@ def synth(out: str | Path, *, seed: int = 0, n: int = 250, n_train: int = 0, fam
 
         rows = progress(interleaved(), total=n_train * len(families), desc="synth8 train") if progress else interleaved()
         files["synth8_train.tsv"] = write_tsv(out / "synth8_train.tsv", rows)
-    manifest = {"benchmark": "synth8-native" if native else "synth8", "version": NATIVE_VERSION if native else VERSION, "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
+    manifest = {"benchmark": "synth8-native" if native else "synth8", "version": version(native), "seed": seed, "n": n, "n_train": n_train, "families": list(families), "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -68,13 +68,14 @@ def scene_labels(scene: dict) -> dict[str, torch.Tensor]:
     rows, cols = scene.get("grid", (synth.GRID, synth.GRID))
     p = rows * cols
     out = {k: torch.zeros(p, dtype=torch.long) for k in ("kind", "colour", "shape", "char", "value", "focus")}
-    out["role"] = torch.full((p,), 0 if len(scene["focus"]) == 2 else -100, dtype=torch.long)
+    named = scene["focus"] if len(scene["focus"]) == 2 else None  # the two items, in question order
+    out["role"] = torch.full((p,), -100 if named is None else 0, dtype=torch.long)
     for j, owner in enumerate(scene["patches"]):
         if owner < 0:
             continue
         out["focus"][j] = int(owner in focus)
-        if len(scene["focus"]) == 2:
-            out["role"][j] = 1 + scene["focus"].index(owner) if owner in focus else 0
+        if named is not None and owner in named:
+            out["role"][j] = 1 + named.index(owner)
         it = items[owner]
         out["kind"][j] = 1 + kinds.index(it["kind"])
         out["colour"][j] = 1 + colours.index(it["colour"])
