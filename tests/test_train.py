@@ -8,7 +8,7 @@ import torch
 
 from paretobench.models.loading import load_model
 from paretobench.models.recipe import TrainConfig
-from paretobench.models.train import family_weights, parse_emphasis, patch_labels, train_embedded
+from paretobench.models.train import family_weights, parse_emphasis, patch_labels, train_embedded, transplant_decoder
 from paretobench.data.tsv import read_tsv
 
 
@@ -84,6 +84,29 @@ def test_vision_from_reuses_the_tower_and_records_the_chain(trained, synth_dir, 
     assert record["continued_from"]["config"]["steps"] == 4
     assert record["vision_patch_accuracy"] == record["continued_from"]["vision_patch_accuracy"]
 
+
+
+def test_a_transplanted_decoder_computes_the_same_function_on_text(trained):
+    """tiny-qwen2.5-vl can start from tiny-llava's trained decoder: on text alone (where M-RoPE's
+    three position streams coincide) the two decoders' logits agree, token for token."""
+    from paretobench.models import tiny_qwen
+
+    source, _ = trained
+    llava = load_model(str(source))
+    processor = tiny_qwen.build_processor()
+    qwen = tiny_qwen.build_model(processor, seed=1)
+    record = transplant_decoder(qwen, processor.tokenizer, source)
+    words = "what colour is the square ? red green blue".split()
+    theirs = torch.tensor([llava.processor.tokenizer.convert_tokens_to_ids(words)])
+    ours = torch.tensor([processor.tokenizer.convert_tokens_to_ids(words)])
+    assert record["tokens_shared"] > 100 and record["config"]["steps"] == 4
+    with torch.no_grad():
+        a = llava.model(input_ids=theirs).logits[0][:, theirs[0]]
+        b = qwen(input_ids=ours).logits[0][:, ours[0]]
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    small = tiny_qwen.build_model(processor, seed=1, text_layers=2)
+    with pytest.raises(ValueError, match="num_hidden_layers 8 vs 2"):
+        transplant_decoder(small, processor.tokenizer, source)
 
 
 def test_families_enter_one_at_a_time_then_share_equally():

@@ -207,6 +207,15 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
     ]
     lines += [f"   - {_stage2_text(r)}." for r in segments]
+    for r in chain:
+        d = r.get("decoder_from")
+        if d:  # started from another model's trained language model (its time is not counted here)
+            last = d["history"][-1] if d["history"] else {}
+            lines += ["", f"Stage 2 started from the language model of `{r['config']['decoder_from']}` "
+                          f"({d['config']['arch']}, {last.get('step', 0)} stage-2 steps, held-out mean "
+                          f"{_pct(last.get('mean', 0))}% on its own images): every decoder weight, and the "
+                          f"embeddings of the {d['tokens_shared']} of {d['tokens']} tokens it shares with this "
+                          f"vocabulary."]  # fmt: skip
     total = sum(r["minutes"]["vision"] + r["minutes"]["data"] + (r["minutes"]["language"] if r in segments else 0)
                 for r in chain)  # fmt: skip
     lines += ["", f"Wall time: {total:.1f} min on {training['threads']} CPU threads, over {len(chain)} run(s)."]

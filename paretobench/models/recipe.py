@@ -17,6 +17,7 @@ class TrainConfig:
     vision_norm: float = 1.0  # weight of the loss that keeps each patch feature zero-mean, unit-variance
     vision_from: str = ""  # a model folder whose (stage-1) vision tower is reused; skips stage 1
     init_from: str = ""  # a trained model folder to continue stage 2 from (all weights); skips stage 1
+    decoder_from: str = ""  # a trained model folder (either architecture) whose language model starts stage 2
     steps: int = 6000  # stage 2 steps (batch ``batch``)
     batch: int = 32
     lr: float = 1e-3

@@ -524,6 +524,44 @@ def load_weights(model, folder: Path, *, only: str = "") -> dict:
     return json.loads((folder / "training.json").read_text())
 
 
+def transplant_decoder(model, tokenizer, folder: Path) -> dict:
+    """Start ``model``'s language model from a trained one of the same sizes in ``folder`` (either
+    architecture), the way a real VLM starts from a pretrained LLM: every decoder weight is
+    copied, token embeddings and output rows are matched by token text (tokens the source lacks
+    keep their initialisation), and weights the source lacks (Qwen2's q/k/v biases) start at 0,
+    so on text alone the two decoders compute the same function. Returns the source's record.
+    """
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    source = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
+    src_tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    src, dst = source.model.language_model, model.model.language_model
+    a, b = src.config, dst.config
+    sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+    differ = [f"{k} {getattr(a, k)} vs {getattr(b, k)}" for k in sizes if getattr(a, k) != getattr(b, k)]
+    if differ:
+        raise ValueError(f"{folder}: its decoder's sizes differ from this model's ({', '.join(differ)})")
+    theirs = src.state_dict()
+    with torch.no_grad():
+        for name, weight in dst.state_dict().items():
+            if name.startswith("embed_tokens."):
+                continue
+            if name in theirs:
+                weight.copy_(theirs[name])
+            elif name.endswith(".bias"):
+                weight.zero_()
+            else:
+                raise ValueError(f"{folder}: its decoder has no {name}")
+        src_vocab, shared = src_tok.get_vocab(), 0
+        for token, i in tokenizer.get_vocab().items():
+            if token in src_vocab:
+                j = src_vocab[token]
+                dst.embed_tokens.weight[i] = src.embed_tokens.weight[j]
+                model.lm_head.weight[i] = source.lm_head.weight[j]
+                shared += 1
+    return {"tokens_shared": shared, "tokens": len(tokenizer), **json.loads((folder / "training.json").read_text())}
+
+
 ARCHS = ("llava", "qwen2.5-vl")
 
 
@@ -560,6 +598,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     train_rows, val_rows = np.arange(n - cfg.val_size), np.arange(n - cfg.val_size, n)
     pad_id = processor.tokenizer.pad_token_id
 
+    if cfg.init_from and cfg.decoder_from:
+        raise ValueError("init_from continues every weight of a run; decoder_from starts a new one (give one)")
     skip_vision = bool(cfg.init_from or cfg.vision_from)
     bar = tqdm(total=(0 if skip_vision else cfg.vision_steps) + cfg.steps, desc="train-embedded", mininterval=2.0)
     t1 = time.time()
@@ -574,6 +614,11 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log)
     if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
         vision = prior["vision_patch_accuracy"]
+    decoder = None
+    if cfg.decoder_from:
+        decoder = transplant_decoder(model, processor.tokenizer, Path(cfg.decoder_from))
+        log(f"language model taken from {cfg.decoder_from} ({decoder['tokens_shared']} of "
+            f"{decoder['tokens']} tokens shared)")  # fmt: skip
     out = Path(cfg.out)
     train_sha = file_fingerprint([train_file])
 
@@ -597,6 +642,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "vision_patch_accuracy": vision,
             "history": history,
             "continued_from": prior,
+            "decoder_from": decoder,
         }
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         return record
