@@ -200,3 +200,13 @@ def test_vispco_rerun_loads_its_predictor_and_recomputes_nothing(vispco_run):
     again = run(cfg, progress=False)
     assert again.computed == 0 and again.reused == len(first.evaluations)
     assert [e.key for e in again.evaluations] == [e.key for e in first.evaluations]
+
+
+def test_training_split_must_match_the_evaluated_data():
+    from searchers.vispco import _check_train_split
+
+    _check_train_split("synth8-train", ["synth8"])
+    _check_train_split("synth8-native-train", ["synth8-native"])
+    _check_train_split("synth8-train", ["my-benchmark"])  # no train split of its own: the user's choice
+    with pytest.raises(ValueError, match="give --param train=synth8-native-train"):
+        _check_train_split("synth8-train", ["synth8-native"])

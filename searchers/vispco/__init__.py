@@ -71,6 +71,7 @@ class VisPCO(Searcher):
         from paretobench.data.datasets import load_dataset
         from searchers.vispco import train as T
 
+        _check_train_split(self.train_data, [d.name for d in evaluator.datasets])
         m = evaluator.loaded
         session = T.Session(m.model, m.processor, evaluator.pruner, mode=self.space.mode)
         samples = load_dataset(self.train_data, limit=self.train_limit).samples
@@ -127,3 +128,15 @@ def _plain(obj) -> dict:
     from dataclasses import asdict
 
     return json.loads(json.dumps(asdict(obj)))
+
+
+def _check_train_split(train: str, evaluated: list[str]) -> None:
+    """Refuse to train on one dataset's train split and evaluate on another whose own train split
+    exists (e.g. synth8-train's 96-pixel images for a native-resolution run on synth8-native)."""
+    from paretobench.registry import DATASETS
+
+    own = [f"{name}-train" for name in evaluated if f"{name}-train" in DATASETS]
+    if own and train not in own:
+        raise ValueError(f"vispco: training on {train} but evaluating on {', '.join(evaluated)}; "
+                         f"give --param train={own[0]}")
+
