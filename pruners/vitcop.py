@@ -3,7 +3,11 @@ keeping every cluster of the image represented and merging the dropped tokens in
 
 - Vision stage (a step before decoder layer 0): keep the patches the vision tower's CLS token
   attends to most (feature layer, head mean), then cluster the kept ones on their vision keys
-  (density peaks, ``k / 10 + 1`` clusters).
+  (density peaks, ``k / 10 + 1`` clusters). The adapter gives both per visual token
+  (``vision_cls_attention``, ``vision_keys``). Towers without a CLS token (Qwen2-VL,
+  Qwen2.5-VL) get the usual CLS-free substitute instead: the attention each token's patches
+  RECEIVE in the tower's last block (head mean, averaged over the image's query patches,
+  summed over the patches merged into that token), with the mean of those patches' keys.
 - LLM stages: saliency = L2 norm of the head-mean key vector in the layer before the step,
   SMALLER norm = more important (it needs only K, so it works with FlashAttention). The
   tokens to keep are shared out over the clusters by size (largest remainder, at least one per
@@ -54,7 +58,7 @@ class ViTCoP(Pruner):
     name = "vitcop"
     score_rows = "none"
     reads_keys = True  # K-norm saliency
-    needs_vision = True  # the adapter must provide the vision tower's CLS attention and keys
+    needs_vision = True  # the adapter must provide the vision tower's CLS attention (or a substitute) and keys
 
     @staticmethod
     def _cluster(features, k: int):

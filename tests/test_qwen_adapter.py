@@ -12,11 +12,12 @@ from engine_checks import (
     eager_attention,
     score_spy,
 )
-from paretobench.adapters import QwenVLAdapter, adapter_for
+from paretobench.adapters import QwenVLAdapter, UnsupportedModel, adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.models.loading import image_only
 from paretobench.models.tiny_qwen import CHAT_TEMPLATE, QWEN_TOKENS as SPECIAL
 from paretobench.engine import Engine
+from paretobench.registry import PRUNERS
 from paretobench.schedule import PruningSchedule, keep_count
 from pruners.baselines import Random
 from pruners.fastv import FastV
@@ -40,13 +41,13 @@ def build_processor(kind: str):
     return image_only(base)(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(kind: str, processor, seed: int = 0):
+def build_model(kind: str, processor, seed: int = 0, layers: int = 2):
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
                               Qwen2VLForConditionalGeneration)  # fmt: skip
 
     tok = processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                 # head_dim 16: 8 rotary frequencies split over (temporal, height, width); a small theta
@@ -198,3 +199,107 @@ def test_dropped_tokens_leave_the_original_3d_positions(tiny, samples):
     with torch.no_grad():
         other = model(**{**inputs, "attention_mask": mask}, position_ids=flat).logits[:, -1]
     assert not torch.allclose(other, want, atol=1e-2)
+
+
+def _reference_vision_extras(model, pixel_values, grid):
+    """ViTCoP's vision-stage inputs computed by hand: the last vision block's input captured by a
+    hook, q/k from its own norm and projection with the rotary tables it was given, each image's
+    full softmax map, the attention each patch receives (head mean, query mean) summed per merge
+    unit, and keys averaged per merge unit; put in the order of the model's merged features,
+    found by matching the merger's rows (the blocks' order) to them."""
+    visual = model.model.visual
+    block, seen = visual.blocks[-1], {}
+    hooks = [block.register_forward_pre_hook(lambda m, a, kw: seen.update(x=a[0], rope=kw["position_embeddings"]),
+                                             with_kwargs=True),
+             visual.merger.register_forward_hook(lambda m, i, o: seen.__setitem__("merged", o))]  # fmt: skip
+    try:
+        with torch.no_grad():
+            feats = visual(pixel_values, grid_thw=grid).pooler_output
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        x = block.norm1(seen["x"])
+        n, heads = x.shape[0], block.attn.num_heads
+        q, k, _ = block.attn.qkv(x).view(n, 3, heads, -1).unbind(1)  # (n, H, e)
+
+    def rotate(t):
+        cos, sin = (r[:, None, :] for r in seen["rope"])
+        half = t.shape[-1] // 2
+        return t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin
+
+    q, k = rotate(q), rotate(k)
+    unit = visual.spatial_merge_size**2
+    saliency, keys, start = [], [], 0
+    for size in grid.prod(-1).tolist():  # an image's patches are contiguous in the blocks' order
+        qi, ki = q[start : start + size], k[start : start + size]
+        probs = (torch.einsum("qhe,khe->hqk", qi, ki) * qi.shape[-1] ** -0.5).softmax(-1)  # (H, n_i, n_i)
+        saliency.append(probs.mean(0).mean(0).view(-1, unit).sum(1))
+        keys.append(ki.reshape(size // unit, unit, -1).mean(1))
+        start += size
+    saliency, keys = torch.cat(saliency), torch.cat(keys)
+    same = (feats[:, None] == seen["merged"][None]).all(-1)  # (decoder token, merger row)
+    assert bool((same.sum(1) == 1).all())
+    order = same.float().argmax(1)
+    return saliency[order], keys[order], order
+
+
+def test_vision_extras_are_the_last_blocks_received_attention_in_decoder_order(tiny, samples):
+    """No CLS token: the saliency is the attention each merged token's patches receive in the
+    last vision block, per image; it and the keys equal a hand computation, row by row, for two
+    images of different sizes (12 and 4 tokens, the shorter row zero-padded)."""
+    model, processor = tiny
+    a = adapter_for(model, processor)
+    encoded = a.encode(samples[:2], _image_fn(samples), vision_extras=True)
+    inputs = encoded.inputs
+    saliency, keys, order = _reference_vision_extras(model, inputs["pixel_values"], inputs["image_grid_thw"])
+    if model.config.model_type == "qwen2_5_vl":  # windows: the blocks' order is not the decoder's
+        assert not torch.equal(order, torch.arange(len(order)))
+        assert not torch.allclose(saliency, saliency[torch.argsort(order)], atol=1e-4)  # the reordering shows
+    got_saliency, got_keys = encoded.by_slot["vision_cls_attention"], encoded.by_slot["vision_keys"]
+    counts = [f.shape[0] for f in encoded.feats]
+    assert counts == [12, 4] and got_saliency.shape == (2, 12) and got_keys.shape == (2, 12, keys.shape[-1])
+    for b, (want_s, want_k) in enumerate(zip(saliency.split(counts), keys.split(counts))):
+        n = counts[b]
+        torch.testing.assert_close(got_saliency[b, :n], want_s, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got_keys[b, :n], want_k, rtol=0, atol=1e-5)
+        assert float(got_saliency[b, :n].sum()) == pytest.approx(1.0, abs=1e-5)  # an image's attention, all of it
+        assert not bool(got_saliency[b, n:].any()) and not bool(got_keys[b, n:].any())
+    # the hooks leave the features as they were
+    plain = a.encode(samples[:2], _image_fn(samples))
+    for f, g in zip(encoded.feats, plain.feats):
+        assert torch.equal(f, g)
+
+
+def test_vision_extras_refuse_a_last_block_that_attends_in_windows(samples):
+    processor = build_processor("qwen2_5_vl")
+    model = build_model("qwen2_5_vl", processor)
+    model.model.visual.fullatt_block_indexes = []  # every block windowed: no per-image attention to read
+    with pytest.raises(UnsupportedModel, match="whole images"):
+        adapter_for(model, processor).encode(samples[:1], _image_fn(samples), vision_extras=True)
+
+
+def test_vitcop_preset_runs_on_qwen_images_of_different_sizes(samples):
+    """The registry's ViTCoP with its preset on a 4-layer Qwen2.5-VL: the vision stage (before
+    layer 0), the early and the deep LLM stages; live visual tokens per layer and row follow the
+    schedule, the vision stage keeps each image's most salient tokens, and each row of the padded
+    batch equals that sample alone."""
+    processor = build_processor("qwen2_5_vl")
+    model = build_model("qwen2_5_vl", processor, layers=4)
+    a = adapter_for(model, processor)
+    pruner = PRUNERS.get("vitcop")()
+    schedule = pruner.preset(a.num_layers)
+    assert schedule.keep == (0.5, 0.25, 0.25, 0.05)
+    image_fn = _image_fn(samples)
+    state = a.prepare(a.encode(samples, image_fn, vision_extras=True))
+    assert state.n_visual == [12, 4, 12]
+    result = Engine(a).prefill(state, schedule, pruner)
+    assert result.live_visual == [[keep_count(k, nv) for nv in state.n_visual] for k in schedule.keep]
+    # the vision stage alone: the top half of every image by the vision saliency
+    kept = Engine(a).prefill(state, PruningSchedule.parse("0.5,0.5,0.5,0.5", 4), pruner).state
+    saliency = state.by_slot["vision_cls_attention"]
+    for b, nv in enumerate(state.n_visual):
+        want = torch.sort(saliency[b, :nv], descending=True, stable=True).indices[: keep_count(0.5, nv)]
+        assert torch.equal(kept.slot[b][kept.visual[b]], want.sort().values)
+    alone = [a.prepare(a.encode([s], image_fn, vision_extras=True), keys=[i]) for i, s in enumerate(samples)]
+    assert_batch_equals_alone(a, state, alone, schedule, pruner)
