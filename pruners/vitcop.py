@@ -65,7 +65,7 @@ class ViTCoP(Pruner):
         import torch
 
         if k == 0 or len(features) == 0:
-            return torch.zeros(len(features), dtype=torch.long)
+            return torch.zeros(len(features), dtype=torch.long, device=features.device)
         _, assign = density_peak_centres(features, min(k // 10 + 1, len(features)))
         return assign
 
@@ -73,7 +73,8 @@ class ViTCoP(Pruner):
         import torch
 
         st = ctx.state
-        clusters = st.by_slot.setdefault("vitcop_cluster", torch.full(st.slot.shape[:1] + (max(st.n_visual),), -1))
+        clusters = st.by_slot.setdefault("vitcop_cluster", torch.full(st.slot.shape[:1] + (max(st.n_visual),), -1,
+                                                                    device=st.slot.device))
         keep, self._merged = [], []
         if ctx.layer == 0 and "vision_cls_attention" in st.by_slot:
             for b, count in enumerate(k):
@@ -95,7 +96,7 @@ class ViTCoP(Pruner):
             own = clusters[b, slots]
             ids = own.unique().tolist()
             quota = _quota([int((own == c).sum()) for c in ids], count)
-            chosen, h = [], None
+            chosen = []
             h_new = st.h[b].clone()
             for c, q in zip(ids, quota):
                 members = alive[own == c]
