@@ -478,12 +478,18 @@ class Gemma3Adapter(DecoderAdapter):
         return self._as_mask((valid[:, None, :] & window)[:, None])
 
 
-def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
-    """Mean text tokens of the samples' prompts, and the visual tokens of the first image."""
-    tok = adapter.processor.tokenizer
-    ids = tok(chat_prompts(adapter.processor, samples)).input_ids
-    n_text = sum(len(x) - x.count(adapter.image_token_id) for x in ids) / len(ids)
-    return n_text, int(adapter.encode(samples[:1]).feats[0].shape[0])
+def text_token_counts(adapter, samples: list[Sample], *, chunk: int = 64) -> tuple[float, int]:
+    """Mean text tokens of the samples' prompts, and their mean visual tokens (rounded), as the
+    processor lays them out (no image encoded). At native resolution (Qwen) the visual count
+    follows each image's size; a search space built on the mean reads a schedule's FLOPs
+    fraction at a typical input, and the evaluator still measures every input's own."""
+    n_text = n_visual = 0
+    for i in range(0, len(samples), chunk):
+        inputs = adapter._processor_inputs(samples[i : i + chunk])
+        visual = (inputs["input_ids"] == adapter.image_token_id).sum(1)
+        n_visual += int(visual.sum())
+        n_text += int((inputs["attention_mask"].sum(1) - visual).sum())
+    return n_text / len(samples), round(n_visual / len(samples))
 
 
 LLAMA_FAMILY = {"llama", "mistral"}

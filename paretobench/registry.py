@@ -80,6 +80,12 @@ MODELS.register(
     "paretobench.models.tiny_llava:embedded_dir",
     doc="embedded LLaVA (CLIP tower + 8-layer Llama, 144 visual tokens), trained on synth8",
 )
+MODELS.register(
+    "tiny-qwen2.5-vl",
+    "paretobench.models.tiny_qwen:embedded_dir",
+    doc="embedded Qwen2.5-VL (windowed ViT + 2x2 merger, 8-layer Qwen2 decoder, 16-256 visual tokens by image "
+    "size), trained on synth8-native",
+)
 DATASETS.register(
     "synth8",
     "paretobench.data.datasets:synth8",

@@ -1,72 +1,89 @@
-"""The shipped tiny-llava: loads offline, is small, and is accurate where the card says."""
+"""The shipped embedded models (tiny-llava, and tiny-qwen2.5-vl at native resolution): each loads
+offline, is small, is accurate where its card says, and runs exactly under the engine."""
 
 import pytest
+import torch
 
 from paretobench.data.datasets import load_dataset
-from paretobench.evaluate import evaluate
+from paretobench.evaluate import evaluate, evaluate_many
 from paretobench.models.card import grey_image, select_focus, select_random
 from paretobench.models.loading import load_model, resolve_model_dir
 
+# each shipped model: the transformers class it loads as, the synth8 variant it was trained on,
+# and the floors its 200-question subset must clear (its card has the full-split numbers).
+# tiny-llava meets the project's targets (mean >= 85%, every family >= 65%; it scores 95.3%, its
+# weakest family 82.4%). tiny-qwen2.5-vl does not yet (62.8%, char 28.4%): its floors guard
+# what it has, they are not the targets (see its card and docs/notes).
+SHIPPED = {
+    "tiny-llava": dict(cls="LlavaForConditionalGeneration", data="synth8", accuracy=0.85, family=0.6,
+                       grey_drop=0.4, random_drop=0.1, readable={"colour": 0.9, "shape": 0.9, "row": 0.9, "col": 0.9}),
+    "tiny-qwen2.5-vl": dict(cls="Qwen2_5_VLForConditionalGeneration", data="synth8-native", accuracy=0.5, family=0.1,
+                            grey_drop=0.2, random_drop=0.05, readable={"colour": 0.9, "shape": 0.35, "row": 0.9, "col": 0.9}),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED))
+def shipped(request):
+    return request.param, load_model(request.param)
+
 
 @pytest.fixture(scope="module")
-def shipped():
-    return load_model("tiny-llava")
+def subset(shipped):
+    name, _ = shipped
+    return load_dataset(SHIPPED[name]["data"], limit=25).samples  # 25 per family
 
 
-@pytest.fixture(scope="module")
-def subset():
-    return load_dataset("synth8", limit=25).samples  # 25 per family
-
-
-def test_shipped_files_are_small_and_complete():
-    files = {p.name: p.stat().st_size for p in resolve_model_dir("tiny-llava")[1].iterdir()}
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_files_are_small_and_complete(name):
+    files = {p.name: p.stat().st_size for p in resolve_model_dir(name)[1].iterdir()}
+    for file in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
                  "training.json", "card.json"):  # fmt: skip
-        assert name in files
+        assert file in files
     assert sum(files.values()) <= 20 * 2**20
 
 
 def test_loads_offline_as_a_transformers_vlm(shipped):
-    from transformers import LlavaForConditionalGeneration, LlavaProcessor
-
-    assert isinstance(shipped.model, LlavaForConditionalGeneration)
-    assert isinstance(shipped.processor, LlavaProcessor)
-    assert shipped.model.config.text_config.num_hidden_layers == 8
+    name, loaded = shipped
+    assert type(loaded.model).__name__ == SHIPPED[name]["cls"]
+    assert loaded.model.config.text_config.num_hidden_layers == 8
 
 
 @pytest.mark.slow
 def test_accurate_and_the_surviving_tokens_matter(shipped, subset):
-    # the model's targets (mean >= 85%, every family >= 65% on the full test split; it scores
-    # 95.3%, its weakest family 82.4%; chance ~28%), with room for a 200-question subset
-    full = evaluate(shipped.model, shipped.processor, subset)
-    assert full.scores["accuracy"] >= 0.85
-    assert min(full.scores["per_category"].values()) >= 0.6
-    grey = evaluate(shipped.model, shipped.processor, subset, image_fn=grey_image)
-    assert full.scores["accuracy"] - grey.scores["accuracy"] >= 0.4
-    rand = evaluate(shipped.model, shipped.processor, subset, select=select_random(0.25))
-    focus = evaluate(shipped.model, shipped.processor, subset, select=select_focus(0.25))
-    assert rand.kept_visual_tokens == focus.kept_visual_tokens == 36
-    assert full.scores["accuracy"] - rand.scores["accuracy"] >= 0.1
-    # keeping the asked-about items beats a random keep (by 9.9 points on the full split; counting
-    # loses when only the counted objects remain)
+    name, loaded = shipped
+    bar = SHIPPED[name]
+    model, processor = loaded.model, loaded.processor
+    full = evaluate(model, processor, subset)
+    assert full.scores["accuracy"] >= bar["accuracy"]
+    assert min(full.scores["per_category"].values()) >= bar["family"]
+    grey = evaluate(model, processor, subset, image_fn=grey_image)
+    assert full.scores["accuracy"] - grey.scores["accuracy"] >= bar["grey_drop"]
+    rand = evaluate(model, processor, subset, select=select_random(0.25))
+    focus = evaluate(model, processor, subset, select=select_focus(0.25))
+    assert rand.kept_visual_tokens == focus.kept_visual_tokens == pytest.approx(0.25 * full.visual_tokens, rel=0.02)
+    assert full.scores["accuracy"] - rand.scores["accuracy"] >= bar["random_drop"]
+    # keeping the asked-about items beats a random keep (by 8-10 points on the full split;
+    # counting loses when only the counted objects remain)
     assert focus.scores["accuracy"] - rand.scores["accuracy"] >= 0.03
+
 
 def test_patch_readability_probe(shipped, subset):
     from paretobench.models.card import READABLE, patch_readability
 
-    read = patch_readability(shipped.model, subset, steps=150)
-    assert set(read) == {"tower", "projector"} and all(set(r) == set(READABLE) for r in read.values())
-    # stage 1 supervised these labels on the tower's features, and stage 2's patch-label loss kept
-    # them through the projector: a linear probe reads them back from both
-    assert min(read["tower"].values()) >= 0.9 and min(read["projector"].values()) >= 0.9
+    name, loaded = shipped
+    read = patch_readability(loaded.model, subset, steps=150, processor=loaded.processor)
+    assert all(set(r) == set(READABLE) for r in read.values())
     assert all(0 <= a <= 1 for r in read.values() for a in r.values())
+    # stage 1 supervised these labels on the tower's features, and stage 2's patch-label loss kept
+    # them through what feeds the decoder (LLaVA's projector, Qwen's merger): a linear probe
+    # reads them back there
+    fed = read["projector" if "projector" in read else "merger"]
+    assert all(fed[k] >= floor for k, floor in SHIPPED[name]["readable"].items()), fed
 
 
 def test_engine_is_exact_on_the_shipped_model(shipped, subset):
     """Keep-all = the model's own forward, and the analytic FLOPs of five pruned forwards = what
     FlopCounterMode counts on them."""
-    import torch
-
     from paretobench.adapters import adapter_for
     from paretobench.engine import Engine
     from paretobench.flops import DecoderShape, counting_mode, lm_head_flops, prefill_flops
@@ -74,8 +91,9 @@ def test_engine_is_exact_on_the_shipped_model(shipped, subset):
     from pruners.fastv import FastV
     from pruners.pyramiddrop import PyramidDrop
 
-    model = shipped.model
-    adapter = adapter_for(model, shipped.processor)
+    _, loaded = shipped
+    model = loaded.model
+    adapter = adapter_for(model, loaded.processor)
     encoded = adapter.encode(subset[:3])
     state = adapter.prepare(encoded)
     with torch.no_grad():
@@ -89,3 +107,33 @@ def test_engine_is_exact_on_the_shipped_model(shipped, subset):
             result = Engine(adapter).prefill(one, PruningSchedule.parse(text, 8), pruner)
         analytic = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0] + lm_head_flops(shape)
         assert counter.get_total_flops() == analytic, text
+
+
+def test_every_pruners_preset_runs_on_the_shipped_model(shipped, subset):
+    """Each pruner's published default schedule answers questions end to end, with the live
+    visual tokens of every layer following the schedule (per image: Qwen's images differ in size)."""
+    from paretobench import presets
+    from paretobench.registry import PRUNERS
+    from paretobench.schedule import keep_count
+
+    _, loaded = shipped
+    from types import SimpleNamespace
+
+    from paretobench.cli.eval import budget_schedule
+
+    names = [n[: -len("-default")] for n in presets.names() if n.endswith("-default")]
+    assert set(names) >= {"fastv", "sparsevlm", "fitprune", "pyramiddrop", "vitcop"}
+
+    def default(name):  # FitPrune's default is a budget, its recipe fitted on calibration inputs
+        cls = PRUNERS.get(name)
+        if hasattr(cls, "fit"):
+            return budget_schedule(cls.DEFAULT_BUDGET, loaded, SimpleNamespace(samples=subset[::25]), cls)
+        return presets.resolve(f"{name}-default", 8)
+
+    configs = [(default(n), PRUNERS.get(n)()) for n in names]
+    for sample in subset[::50]:  # one image (one visual-token count) at a time
+        results = evaluate_many(loaded.model, loaded.processor, [sample], configs)
+        nv = round(results[0].visual_tokens)
+        for name, (schedule, _), result in zip(names, configs, results):
+            assert result.live_visual == [keep_count(k, nv) for k in schedule.keep], name
+            assert len(result.predictions[0]) > 0, name

@@ -111,3 +111,18 @@ def test_training_refuses_fixed_resolution_data_for_qwen(tmp_path, synth_dir):
     with pytest.raises(ValueError, match="use synth8-native data"):
         train_embedded(cfg, log=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_search_space_token_counts_are_the_mean_over_image_sizes(saved, samples):
+    """At native resolution the visual-token count varies per image: the search space takes the
+    mean (16, 48 and 256 tokens -> 107), not the first image's."""
+    from paretobench.adapters import text_token_counts
+
+    model, out = saved
+    rows, _ = samples
+    adapter = adapter_for(model, load_model(str(out)).processor)
+    adapter._batch_images = lambda images: [im.resize(size) for im, size in zip(images, SIZES)]
+    n_text, n_visual = text_token_counts(adapter, rows)
+    assert n_visual == round((16 + 48 + 256) / 3) == 107
+    prompts = adapter._processor_inputs(rows)
+    assert n_text == pytest.approx(float(prompts["attention_mask"].sum()) / 3 - n_visual, abs=0.5)

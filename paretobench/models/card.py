@@ -163,6 +163,7 @@ def _schedule_text(c: dict) -> str:
 
 def _stage2_text(r: dict) -> str:
     c = r["config"]
+    feeder = "projector" if c.get("arch", "llava") == "llava" else "merger"  # what feeds the decoder
     done = r["history"][-1]["step"] if r["history"] else 0
     steps = f"{done} steps" + (f" (of a planned {c['steps']}, cut there)" if done < c["steps"] else "")
     extras = []
@@ -179,7 +180,7 @@ def _stage2_text(r: dict) -> str:
                       f"hidden states after {c['roles_layer']} decoder layers reads whether each shows the first "
                       "named item, the second or neither")
     if c.get("patch_labels"):
-        extras.append(f"a patch-label loss (weight {c['patch_labels']}): linear heads on the projector's output read "
+        extras.append(f"a patch-label loss (weight {c['patch_labels']}): linear heads on the {feeder}'s output read "
                       "each patch's stage-1 labels (what is drawn, its row and column)")
     return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
             f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}{_schedule_text(c)}"
@@ -203,7 +204,8 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         f"unit-variance: {c1['vision_steps']} steps, batch {c1['vision_batch']}, AdamW lr {c1['vision_lr']}, "
         f"cosine, {first['minutes']['vision']} min. Held-out per-patch accuracy on object patches: "
         + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + ".",
-        "2. Tower frozen; projector + decoder on the MCQ prompt, loss on the answer word and end of sequence"
+        ("2. Tower frozen; projector" if c1.get("arch", "llava") == "llava" else "2. ViT blocks frozen; merger")
+        + " + decoder on the MCQ prompt, loss on the answer word and end of sequence"
         + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
     ]
     lines += [f"   - {_stage2_text(r)}." for r in segments]
@@ -278,10 +280,13 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     llava = cfg["model_type"] == "llava"
     kind = "LlavaForConditionalGeneration" if llava else "Qwen2_5_VLForConditionalGeneration"
     data = "synth8" if llava else "synth8-native"
+    borrowed = next((r["config"]["decoder_from"] for r in _chain(training or {}) if r.get("decoder_from")), None)
+    origin = ("from random initialisation" if not borrowed else
+              f"from random initialisation, except its decoder, which started from the trained one of `{borrowed}`,")
     lines = [
         f"# {model_dir.name} — paretobench's embedded {'default ' if model_dir.name == DEFAULT_MODEL else ''}model",
         "",
-        f"A `{kind}` trained from random initialisation on the synthetic `{data}`",
+        f"A `{kind}` trained {origin} on the synthetic `{data}`",
         "benchmark by `paretobench train-embedded`. It exists so that pruning and search run, offline on",
         "a CPU, on a real VLM whose accuracy depends on which visual tokens survive.",
         "",
