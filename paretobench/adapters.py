@@ -478,18 +478,25 @@ class Gemma3Adapter(DecoderAdapter):
         return self._as_mask((valid[:, None, :] & window)[:, None])
 
 
-def text_token_counts(adapter, samples: list[Sample], *, chunk: int = 64) -> tuple[float, int]:
-    """Mean text tokens of the samples' prompts, and their mean visual tokens (rounded), as the
-    processor lays them out (no image encoded). At native resolution (Qwen) the visual count
-    follows each image's size; a search space built on the mean reads a schedule's FLOPs
-    fraction at a typical input, and the evaluator still measures every input's own."""
-    n_text = n_visual = 0
+def token_counts(adapter, samples: list[Sample], *, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) text and (N,) visual tokens of each sample, as the processor lays them out (no image
+    encoded; ``chunk`` samples at a time). At native resolution (Qwen) the visual count follows
+    each image's size."""
+    n_text, n_visual = [], []
     for i in range(0, len(samples), chunk):
         inputs = adapter._processor_inputs(samples[i : i + chunk])
         visual = (inputs["input_ids"] == adapter.image_token_id).sum(1)
-        n_visual += int(visual.sum())
-        n_text += int((inputs["attention_mask"].sum(1) - visual).sum())
-    return n_text / len(samples), round(n_visual / len(samples))
+        n_visual.append(visual)
+        n_text.append(inputs["attention_mask"].sum(1) - visual)
+    return torch.cat(n_text), torch.cat(n_visual)
+
+
+def text_token_counts(adapter, samples: list[Sample]) -> tuple[float, int]:
+    """Mean text tokens of the samples' prompts, and their mean visual tokens (rounded). A search
+    space built on the mean reads a schedule's FLOPs fraction at a typical input; the evaluator
+    still measures every input's own."""
+    n_text, n_visual = token_counts(adapter, samples)
+    return float(n_text.double().mean()), round(float(n_visual.double().mean()))
 
 
 LLAMA_FAMILY = {"llama", "mistral"}

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from paretobench.adapters import adapter_for
+from paretobench.adapters import adapter_for, token_counts
 from paretobench.engine import Engine
 from paretobench.flops import DecoderShape
 from paretobench.relaxed import Relaxation, relaxed_prefill
@@ -126,12 +126,8 @@ class Session:
         return state, teacher, n_text, n_visual
 
     def token_counts(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) text and visual tokens of each sample, as the processor lays them out (no model
-        forward, no image encoded)."""
-        a = self.adapter
-        inputs = a._processor_inputs(samples)
-        n_visual = (inputs["input_ids"] == a.image_token_id).sum(1)
-        return inputs["attention_mask"].sum(1) - n_visual, n_visual
+        """(B,) text and visual tokens of each sample (no model forward, no image encoded)."""
+        return token_counts(self.adapter, samples)
 
     def floor(self, samples) -> float:
         """The highest text-only cost fraction of the samples (every visual token dropped before
@@ -148,7 +144,7 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     dim = session.model.config.get_text_config().hidden_size
     predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
     opt = torch.optim.AdamW(predictor.parameters(), lr=cfg.lr)
-    counts = counts if counts is not None else _counts_in_chunks(session, samples)
+    counts = counts if counts is not None else session.token_counts(samples)[1].tolist()
     weights = equalised_weights(counts, cfg.equalise_bins)
     nv = max(counts)
     sigma = cfg.sigma if cfg.sigma is not None else max(1.0, 10.0 * nv / 576)
@@ -214,10 +210,6 @@ def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, 
     flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
     (g_f,) = torch.autograd.grad(flops.sum(), keep)
     return max(0.0, float(-(g_kl * g_f).sum() / (g_f * g_f).sum().clamp_min(1e-30)))
-
-
-def _counts_in_chunks(session: Session, samples, chunk: int = 64) -> list[int]:
-    return [c for i in range(0, len(samples), chunk) for c in session.token_counts(samples[i : i + chunk])[1].tolist()]
 
 
 def _bar(progress: bool, total: int):
