@@ -12,7 +12,14 @@ kept (the machine is noisy; ratios from one run are what count):
 engine's own overhead shows. Image encoding is excluded (it is computed once per image and
 shared by every schedule).
 
+With ``--decoder-shape`` (e.g. ``qwen2.5-vl-3b``) the model's decoder is replaced by a random
+one of that checkpoint's shape (``paretobench.models.shaped``): the timings are that size's,
+the outputs meaningless. On a GPU give ``--device cuda --dtype bfloat16``; every timed call
+ends with a device synchronise.
+
     python benchmarks/latency.py [--model tiny-llava] [--batch-size 32] [--rounds 15] [--json]
+                                 [--device cuda] [--dtype bfloat16] [--decoder-shape qwen2.5-vl-3b]
+                                 [--image-size 256]
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--budgets", default="0.9,0.7,0.5,0.3,0.1")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--decoder-shape", default=None, help="time a random decoder of this checkpoint's shape")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize every image to N x N first (native-resolution models: N/16 squared tokens)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -49,15 +61,22 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_model(args.model)
+    dtype = getattr(torch, args.dtype)
+    loaded = load_model(args.model, dtype=dtype, device=args.device)
+    if args.decoder_shape:
+        from paretobench.models.shaped import with_decoder_shape
+
+        loaded = with_decoder_shape(loaded, args.decoder_shape, dtype=dtype, device=args.device)
     model = loaded.model
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     samples = load_dataset(args.data, limit=args.batch_size).samples
     # one batch of a single family: equal prompt lengths, no padding
     family = samples[0].category
     samples = [s for s in samples if s.category == family][: args.batch_size]
     adapter = adapter_for(model, loaded.processor)
     engine = Engine(adapter)
-    encoded = adapter.encode(samples)
+    size = args.image_size
+    encoded = adapter.encode(samples, (lambda s: s.image().resize((size, size))) if size else None)
     inputs, feats = encoded.inputs, encoded.feats
     state = adapter.prepare(encoded, keys=[s.index for s in samples])
     shape = DecoderShape.from_config(model.config.text_config)
@@ -101,6 +120,7 @@ def main(argv=None) -> int:
         for name, config in configs.items():
             t0 = time.perf_counter()
             run(config)
+            sync()
             times[name].append(time.perf_counter() - t0)
     median = {name: statistics.median(ts) for name, ts in times.items()}
     base = median["unpruned (model forward)"]
@@ -124,6 +144,9 @@ def main(argv=None) -> int:
         "visual_tokens": n_visual,
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
+        "dtype": args.dtype,
+        "decoder_shape": args.decoder_shape,
         "rows": rows,
         "unreachable_budgets": unreachable,
         "text_only_floor": prefill_flops(shape, [n_text] * shape.layers) / full_flops,
@@ -132,7 +155,7 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"{loaded.name}: batch {len(samples)}, {n_text} text + {n_visual} visual tokens, "
-              f"{args.rounds} rounds, {out['threads']} threads (medians)")  # fmt: skip
+              f"{args.rounds} rounds, {out['device']} {args.dtype}, {out['threads']} threads (medians)")  # fmt: skip
         print(f"{'config':<26} {'schedule':<34} {'FLOPs':>6} {'ms':>8} {'speedup':>8} {'efficiency':>10}")
         for r in rows:
             print(f"{r['config']:<26} {r['schedule']:<34} {r['flops_fraction']:>6.3f} {r['median_ms']:>8.2f} "

@@ -95,6 +95,7 @@ class DecoderAdapter:
         self.num_layers = len(self.layers)
         self.image_token_id = model.config.image_token_id
         self._rope_pos, self._rope = None, None
+        self._masks_of, self._masks = None, {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -184,7 +185,21 @@ class DecoderAdapter:
         query = torch.arange(n, device=state.valid.device).expand(b, n)
         return self._as_mask(self.allowed(layer, state, query)[:, None])
 
+    def mask_kind(self, layer: int):
+        """Layers of one kind share a prefill mask (one kind here; Gemma 3: sliding or full)."""
+        return self.rope_kind(layer)
+
     def prefill_mask(self, layer: int, state: SeqState):
+        """``_prefill_mask``, built once per sequence state and mask kind: reading the padding off
+        the device at every layer would stall an accelerator's queue once per layer."""
+        if self._masks_of is not state.valid:  # held, so never a stale match; every drop makes a new one
+            self._masks_of, self._masks = state.valid, {}
+        kind = self.mask_kind(layer)
+        if kind not in self._masks:
+            self._masks[kind] = self._prefill_mask(layer, state)
+        return self._masks[kind]
+
+    def _prefill_mask(self, layer: int, state: SeqState):
         """None (the kernel's own causal path) without padding, else ``layer_mask``."""
         return None if bool(state.valid.all()) else self.layer_mask(layer, state)
 
@@ -468,7 +483,7 @@ class Gemma3Adapter(DecoderAdapter):
         window = self._in_window(layer, torch.gather(state.pos, 1, query), state.pos)
         return allowed if window is None else allowed & window
 
-    def prefill_mask(self, layer: int, state: SeqState) -> torch.Tensor:
+    def _prefill_mask(self, layer: int, state: SeqState) -> torch.Tensor:
         return self.layer_mask(layer, state)  # never plain causal: the image block is bidirectional
 
     def decode_mask(self, layer: int, pos: torch.Tensor, valid: torch.Tensor, key_pos: torch.Tensor):

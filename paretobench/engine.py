@@ -44,24 +44,25 @@ class SeqState:
     def visual_counts(self) -> list[int]:
         return self.visual.sum(1).tolist()
 
-    def gather(self, rows: list[torch.Tensor]) -> SeqState:
-        """Keep, per row, the positions in ``rows[b]`` (sorted), left-padded again."""
-        n = max(len(r) for r in rows)
-        b_, d = self.h.shape[0], self.h.shape[-1]
-        h = self.h.new_zeros(b_, n, d)
-        pos = self.pos.new_ones(*self.pos.shape[:-2], b_, n)
-        valid = self.valid.new_zeros(b_, n)
-        slot = self.slot.new_full((b_, n), -1)
-        h0 = None if self.h0 is None else self.h0.new_zeros(b_, n, d)
-        for b, r in enumerate(rows):
-            m = len(r)
-            h[b, n - m :] = self.h[b, r]
-            if h0 is not None:
-                h0[b, n - m :] = self.h0[b, r]
-            pos[..., b, n - m :] = self.pos[..., b, r]
-            valid[b, n - m :] = self.valid[b, r]
-            slot[b, n - m :] = self.slot[b, r]
-        return SeqState(h, pos, valid, slot, self.keys, self.n_visual, h0, self.by_slot)
+    def compact(self, keep: torch.Tensor, lengths: list[int]) -> SeqState:
+        """Keep the positions where ``keep`` (B, n) is True, in order, left-padded again;
+        ``lengths`` are the rows' kept counts (the caller knows them: no device sync here)."""
+        b_, n = keep.shape
+        m = max(lengths)
+        # kept positions sort after dropped ones, each group in order: the last m columns hold
+        # every row's kept positions, after (at most m - lengths[b]) dropped ones that become padding
+        at = torch.arange(n, device=keep.device).expand(b_, n)
+        order = torch.sort(at + n * keep.long(), dim=1).indices[:, n - m :]
+        valid = torch.gather(keep, 1, order)
+        pad = ~valid
+
+        def take(x):  # (B, n, D) -> (B, m, D), zero on padding
+            return torch.gather(x, 1, order[..., None].expand(b_, m, x.shape[-1])).masked_fill(pad[..., None], 0)
+
+        pos = torch.gather(self.pos, -1, order.expand(*self.pos.shape[:-2], b_, m)).masked_fill(pad, 1)
+        slot = torch.gather(self.slot, 1, order).masked_fill(pad, -1)
+        h0 = None if self.h0 is None else take(self.h0)
+        return SeqState(take(self.h), pos, valid, slot, self.keys, self.n_visual, h0, self.by_slot)
 
 
 class ScoreContext:
@@ -92,9 +93,12 @@ class ScoreContext:
         """(B, G, n, e) post-RoPE keys of layer ``source`` (ViTCoP's K-norm reads these)."""
         return self._projections()[1]
 
+    def live_visual(self) -> torch.Tensor:
+        """(B, n): the visual tokens still in play."""
+        return self.state.visual if self.live is None else self.state.visual & self.live
+
     def visual_positions(self, b: int) -> torch.Tensor:
-        visual = self.state.visual[b] if self.live is None else self.state.visual[b] & self.live[b]
-        return torch.nonzero(visual).squeeze(1)
+        return torch.nonzero(self.live_visual()[b]).squeeze(1)
 
     def last_positions(self) -> torch.Tensor:
         """(B, 1): the last position of every row (the token that predicts the answer)."""
@@ -149,7 +153,11 @@ class Engine:
         schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
         state = replace(state, by_slot=dict(state.by_slot))  # pruners may add to it; this run only
         targets = self._steps(schedule, state.n_visual)
-        prunes = [any(t < c for t, c in zip(targets[i], targets[i - 1] if i else state.visual_counts()))
+        # live counts are tracked here, on the host: reading them off the device at every layer
+        # would stall an accelerator's queue once per layer
+        counts = state.visual_counts()
+        text = [t - c for t, c in zip(state.valid.sum(1).tolist(), counts)]
+        prunes = [any(t < c for t, c in zip(targets[i], targets[i - 1] if i else counts))
                   for i in range(a.num_layers)]  # fmt: skip
         if any(prunes) and pruner is None:
             raise ValueError("this schedule drops visual tokens: give a pruner to choose which")
@@ -167,10 +175,11 @@ class Engine:
                     q, k = captured.pop("q"), captured.pop("k")
                     qk, source, projects = (lambda st=state, layer=i - 1: a.rope_qk(layer, st, q, k)), i - 1, False
                 ctx = ScoreContext(self, state, i, qk, source, projects=projects)
-                state = self._drop(ctx, pruner, targets[i])
+                counts = [min(t, c) for t, c in zip(targets[i], counts)]
+                state = self._drop(ctx, pruner, counts, text)
                 score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
-            live.append(state.visual_counts())
-            tokens.append(state.valid.sum(1).tolist())
+            live.append(list(counts))
+            tokens.append([t + c for t, c in zip(text, counts)])
             layer_valid.append(state.valid)
             layer_pos.append(state.pos)
             capture = i + 1 < a.num_layers and prunes[i + 1] and getattr(pruner, "score_layer", "previous") == "previous"
@@ -200,29 +209,31 @@ class Engine:
             fn(ScoreContext(self, state, i + 1, qk, i))
             state = replace(state, h=h)
 
-    def _drop(self, ctx: ScoreContext, pruner, targets: list[int]) -> SeqState:
-        """Keep the visual tokens the pruner selects (and, for merging pruners, give the kept
-        ones the hidden states it merged into them); text tokens always stay."""
+    def _drop(self, ctx: ScoreContext, pruner, want: list[int], text: list[int]) -> SeqState:
+        """Keep ``want[b]`` visual tokens of row b, those the pruner selects (and, for merging
+        pruners, give the kept ones the hidden states it merged into them); text tokens (``text[b]``
+        of them) always stay. The whole batch at once: one device sync, for the check."""
         state = ctx.state
-        counts = state.visual_counts()
-        want = [min(t, c) for t, c in zip(targets, counts)]
         if not any(want):  # every visual token goes: nothing to rank, nothing to pay for scoring
-            chosen, merged = [torch.zeros(0, dtype=torch.long, device=state.h.device) for _ in want], None
+            keep, merged = torch.zeros_like(state.valid), None
         else:
             chosen = pruner.select(ctx, want)
             merged = pruner.merge(ctx, chosen)
+            keep = _as_keep_mask(chosen, state.valid.shape)
+        got, stray = torch.stack([keep.sum(1), (keep & ~state.visual).sum(1)]).tolist()
+        for b in range(len(want)):
+            if got[b] != want[b] or stray[b]:
+                raise RuntimeError(f"{pruner.name} chose {got[b]} visual positions for row {b} ({stray[b]} not "
+                                   f"live visual tokens); the schedule asks for {want[b]}")  # fmt: skip
         h = state.h
-        rows = []
-        for b, keep in enumerate(chosen):
-            if len(keep) != want[b] or not bool(state.visual[b, keep].all()):
-                raise RuntimeError(f"{pruner.name} chose {len(keep)} positions for row {b}; the schedule asks for "
-                                   f"{want[b]} live visual tokens")  # fmt: skip
-            if merged is not None and merged[b] is not None:
-                h = h.clone() if h is state.h else h
-                h[b, keep] = merged[b].to(h.dtype)
-            text = torch.nonzero(state.valid[b] & ~state.visual[b]).squeeze(1)
-            rows.append(torch.cat([text, keep]).sort().values)
-        return replace(state, h=h).gather(rows)
+        if merged is not None and any(m is not None for m in merged):
+            rows = [b for b, m in enumerate(merged) if m is not None]
+            h = h.clone()
+            at = torch.cat([chosen[b] for b in rows])
+            row = torch.cat([torch.full_like(chosen[b], b) for b in rows])
+            h[row, at] = torch.cat([merged[b] for b in rows]).to(h.dtype)
+        keep = keep | (state.valid & ~state.visual)
+        return replace(state, h=h).compact(keep, [t + w for t, w in zip(text, want)])
 
     @torch.no_grad()
     def generate(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,
@@ -250,3 +261,17 @@ class Engine:
             tokens.append(token)
             done |= token == eos_id
         return torch.stack(tokens, 1), pre
+
+
+def _as_keep_mask(chosen, shape) -> torch.Tensor:
+    """A pruner's choice as a (B, n) bool mask: it gives one, or per row the positions to keep."""
+    if isinstance(chosen, torch.Tensor):
+        if chosen.dtype != torch.bool or tuple(chosen.shape) != tuple(shape):
+            raise TypeError(f"a pruner's select gave a {chosen.dtype} tensor of shape {tuple(chosen.shape)}; "
+                            f"expected a bool mask of shape {tuple(shape)} or per-row positions")  # fmt: skip
+        return chosen
+    device = chosen[0].device
+    keep = torch.zeros(shape, dtype=torch.bool, device=device)
+    row = torch.cat([torch.full((len(c),), b, dtype=torch.long, device=device) for b, c in enumerate(chosen)])
+    keep[row, torch.cat(list(chosen)).long()] = True
+    return keep

@@ -32,6 +32,8 @@ class Workload:
     pruner_params: tuple[tuple[str, object], ...] = ()  # keyword arguments of the pruner's class
     batch_size: int = 32
     threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "auto"  # where the model runs: auto (a CUDA GPU if there is one), cpu, cuda, cuda:1, ...
+    dtype: str = "float32"  # the model's weights and activations; other than float32 it is part of the key
 
 
 @dataclass(frozen=True)
@@ -123,20 +125,23 @@ class Evaluator:
     def key(self, schedule: PruningSchedule) -> str:
         from paretobench.scoring import SCORING_VERSION
 
-        return evaluation_key(model=self.model_key, data=self.data_key, pruner=self.pruner.config(),
+        # float32 results keep the keys they had before precision was a setting
+        model = self.model_key if self.workload.dtype == "float32" else f"{self.model_key}@{self.workload.dtype}"
+        return evaluation_key(model=model, data=self.data_key, pruner=self.pruner.config(),
                               schedule=schedule.keep, scoring=SCORING_VERSION)  # fmt: skip
 
     # ---------------------------------------------------------------- needs the model
     @property
     def loaded(self):
         if "model" not in self._loaded:
-            from paretobench.models.loading import load_model
+            from paretobench.models.loading import load_model, torch_dtype
 
             if self.workload.threads:
                 import torch
 
                 torch.set_num_threads(self.workload.threads)
-            self._loaded["model"] = load_model(self.workload.model)
+            self._loaded["model"] = load_model(self.workload.model, device=self.workload.device,
+                                               dtype=torch_dtype(self.workload.dtype))  # fmt: skip
         return self._loaded["model"]
 
     @cached_property

@@ -40,12 +40,17 @@ class RunConfig:
     batch_size: int = 32
     chunk: int = 8  # schedules evaluated together (sharing image encodings) and stored together
     threads: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
 
     def identity(self) -> dict:
-        """What determines the run's results (not where or how fast it runs)."""
-        return {"searcher": self.searcher, "params": self.params, "pruner": self.pruner, "model": self.model,
-                "data": list(self.data), "limit": self.limit, "budgets": list(self.budgets), "n": self.n,
-                "seed": self.seed}  # fmt: skip
+        """What determines the run's results (not where or how fast it runs; the precision does)."""
+        out = {"searcher": self.searcher, "params": self.params, "pruner": self.pruner, "model": self.model,
+               "data": list(self.data), "limit": self.limit, "budgets": list(self.budgets), "n": self.n,
+               "seed": self.seed}  # fmt: skip
+        if self.dtype != "float32":  # float32 runs keep the names they had before precision was a setting
+            out["dtype"] = self.dtype
+        return out
 
     def run_name(self, resolved: dict | None = None) -> str:
         """``name``, or searcher-pruner-<hash of the identity and the searcher's ``resolved``
@@ -91,7 +96,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
     check(cfg)
     t0 = time.perf_counter()
     workload = Workload(model=cfg.model, data=tuple(cfg.data), limit=cfg.limit, pruner=cfg.pruner,
-                        batch_size=cfg.batch_size, threads=cfg.threads)  # fmt: skip
+                        batch_size=cfg.batch_size, threads=cfg.threads, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
     evaluator = Evaluator(workload)
     evaluator.data_key  # read and validate the data before the store is touched
     store = Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)

@@ -36,23 +36,26 @@ class Pruner:
         live visual tokens are read."""
         raise NotImplementedError
 
-    def select(self, ctx: ScoreContext, k: list[int]) -> list[torch.Tensor]:
-        """Per row, the sequence positions of the ``k[b]`` visual tokens to keep."""
+    def select(self, ctx: ScoreContext, k: list[int]) -> torch.Tensor | list[torch.Tensor]:
+        """Which visual tokens to keep, ``k[b]`` of row b's live ones: a (B, n) bool mask, or per
+        row their sequence positions. By default the ``k[b]`` highest scores, ties going to the
+        earlier token; the whole batch at once."""
         import torch
 
         scores = self.scores(ctx).float()
-        out = []
-        for b, count in enumerate(k):
-            alive = ctx.visual_positions(b)
-            # stable order: ties go to the earlier token
-            order = torch.sort(scores[b, alive], descending=True, stable=True).indices[:count]
-            out.append(alive[order].sort().values)
-        return out
+        alive = ctx.live_visual()
+        lowest = torch.finfo(scores.dtype).min  # live tokens rank above every other position
+        ranked = torch.where(alive, scores.nan_to_num(nan=lowest, neginf=lowest), float("-inf"))
+        order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+        places = torch.arange(order.shape[1], device=order.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, places)
+        return alive & (rank < torch.tensor(k, device=rank.device)[:, None])
 
-    def merge(self, ctx: ScoreContext, keep: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
-        """Merging pruners give, per row, new hidden states (len(keep[b]), D) for the kept
-        tokens (e.g. each the mean of a cluster of dropped ones); None = keep them as they are.
-        By default: what ``select`` left in ``self._merged`` for this step (then cleared)."""
+    def merge(self, ctx: ScoreContext, keep) -> list[torch.Tensor | None] | None:
+        """Merging pruners (whose ``select`` gives per-row positions) give, per row, new hidden
+        states (len(keep[b]), D) for the kept tokens (e.g. each the mean of a cluster of dropped
+        ones); None = keep them as they are. By default: what ``select`` left in
+        ``self._merged`` for this step (then cleared)."""
         merged, self._merged = getattr(self, "_merged", None), None
         return merged
 

@@ -19,14 +19,14 @@ class Random(Pruner):
 
         import torch
 
+        # drawn on the CPU (the same numbers on any device), one draw per image token, seeded by
+        # the sample, so a row's choice does not depend on the batch it is in
         slot = ctx.state.slot
-        out = torch.zeros(slot.shape)
-        for b, key in enumerate(ctx.state.keys):  # one draw per image token: the same in any batch
+        draws = torch.zeros(slot.shape[0], max(ctx.state.n_visual))
+        for b, key in enumerate(ctx.state.keys):
             g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{key}:{ctx.layer}".encode()))
-            draw = torch.rand(ctx.state.n_visual[b], generator=g)
-            visual = slot[b] >= 0
-            out[b, visual] = draw[slot[b, visual]]
-        return out
+            draws[b, : ctx.state.n_visual[b]] = torch.rand(ctx.state.n_visual[b], generator=g)
+        return torch.gather(draws.to(slot.device), 1, slot.clamp_min(0)).masked_fill(slot < 0, 0.0)
 
     def config(self):
         return {"name": self.name, "seed": self.seed}

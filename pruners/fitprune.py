@@ -54,7 +54,8 @@ class FitPrune(Pruner):
             scores = self.scores(ctx).float()
             for b in range(scores.shape[0]):
                 s = scores[b, ctx.state.visual[b]]
-                curves[ctx.layer].append(torch.sort(s / s.sum().clamp_min(1e-12), descending=True).values)
+                # statistics for a host-side binary search: kept on the CPU
+                curves[ctx.layer].append(torch.sort(s / s.sum().clamp_min(1e-12), descending=True).values.cpu())
 
         for state in states:
             engine.observe(state, record)

@@ -71,7 +71,7 @@ class SparseVLM(Pruner):
         nq = max(len(r) for r in raters)
         query = torch.stack([torch.cat([r, r[-1:].expand(nq - len(r))]) for r in raters])
         probs = ctx.attention(query, n_real=[len(r) for r in raters]).mean(1)  # (B, nq, n)
-        real = torch.stack([torch.arange(nq) < len(r) for r in raters]).float()
+        real = torch.stack([torch.arange(nq, device=query.device) < len(r) for r in raters]).float()
         return (probs * real[..., None]).sum(1) / real.sum(1, keepdim=True)
 
     def select(self, ctx, k):

@@ -18,6 +18,16 @@ def test_eval_json_on_a_model_folder(tiny_model_dir, synth_dir, capsys):
     }  # fmt: skip
     assert 0.0 <= out["accuracy"] <= 1.0
     assert out["tokens"]["visual"] == 144 and out["flops"]["llm_prefill"] > 0
+    assert out["dtype"] == "float32" and out["device"] in ("cpu", "cuda:0")  # --device auto
+
+
+def test_eval_in_bfloat16_and_on_a_device_that_is_not_there(tiny_model_dir, synth_dir, capsys):
+    args = ["eval", "--model", str(tiny_model_dir), "--data", str(synth_dir), "--limit", "1", "--json"]
+    assert main(args + ["--dtype", "bfloat16", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dtype"] == "bfloat16" and out["device"] == "cpu" and out["n"] == 8
+    assert main(args + ["--device", "cuda:99"]) == 2  # no 100th GPU anywhere
+    assert "cannot put the model on device 'cuda:99'" in capsys.readouterr().err
 
 
 def test_bad_input_is_reported_not_raised(tmp_path, tiny_model_dir, capsys):

@@ -4,6 +4,7 @@ offline, is small, is accurate where its card says, and runs exactly under the e
 import pytest
 import torch
 
+from engine_checks import TEST_DEVICE
 from paretobench.data.datasets import load_dataset
 from paretobench.evaluate import evaluate, evaluate_many
 from paretobench.models.card import grey_image, select_focus, select_random
@@ -24,7 +25,7 @@ SHIPPED = {
 
 @pytest.fixture(scope="module", params=sorted(SHIPPED))
 def shipped(request):
-    return request.param, load_model(request.param)
+    return request.param, load_model(request.param, device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from engine_checks import (
+    TEST_DEVICE,
     assert_live_counts_follow_schedules,
     assert_batch_equals_alone,
     assert_greedy_matches_generate,
@@ -27,7 +28,7 @@ from pruners.vitcop import ViTCoP, _quota
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    loaded = load_model(str(tiny_model_dir))
+    loaded = load_model(str(tiny_model_dir), device=TEST_DEVICE)
     return loaded.model, loaded.processor
 
 

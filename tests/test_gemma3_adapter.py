@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine_checks import (
+    TEST_DEVICE,
     assert_live_counts_follow_schedules,
     assert_batch_equals_alone,
     assert_greedy_matches_generate,
@@ -79,7 +80,7 @@ def build_model(processor, seed: int = 0, sliding_window: int = SLIDING_WINDOW):
                           image_token_id=tok.image_token_id, boi_token_id=tok.boi_token_id,
                           eoi_token_id=tok.eoi_token_id, initializer_range=0.1, tie_word_embeddings=False)  # fmt: skip
     torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(config).eval()
+    model = Gemma3ForConditionalGeneration(config).to(TEST_DEVICE).eval()
     with torch.no_grad():  # initialised to zeros, which would make every visual token the same
         model.model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.2)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -123,11 +124,11 @@ def _reference_masks(token_type_ids, attention_mask, positions, window: int) -> 
     """Gemma 3's masks written out: causal or inside the image block, padding (and dropped tokens)
     masked; sliding layers also need the key within ``window`` original positions."""
     n = attention_mask.shape[1]
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=attention_mask.device)
     image = token_type_ids.bool()
     full = (idx[None, None, :] <= idx[None, :, None]) | (image[:, :, None] & image[:, None, :])
     full &= attention_mask.bool()[:, None, :]
-    full |= torch.eye(n, dtype=torch.bool)[None]  # no empty rows (padding, dropped tokens)
+    full |= torch.eye(n, dtype=torch.bool, device=idx.device)[None]  # no empty rows (padding, dropped tokens)
     sliding = full & (positions[:, :, None] - positions[:, None, :] < window)
     return {"full_attention": full[:, None], "sliding_attention": sliding[:, None]}
 
@@ -138,7 +139,7 @@ def _reference_masks_with_drops(a, inputs: dict, kept: SeqState, positions) -> d
     mask = inputs["attention_mask"].clone()
     for b in range(mask.shape[0]):
         slots = torch.nonzero(inputs["input_ids"][b] == a.image_token_id).squeeze(1)
-        dropped = torch.ones(len(slots), dtype=torch.bool)
+        dropped = torch.ones(len(slots), dtype=torch.bool, device=slots.device)
         dropped[kept.slot[b][kept.visual[b]]] = False
         mask[b, slots[dropped]] = 0
     return _reference_masks(inputs["token_type_ids"] * mask, mask, positions, SLIDING_WINDOW)
@@ -293,7 +294,7 @@ def test_score_rows_of_every_layer_type_are_the_eager_maps(tiny, samples):
     a, encoded, state = _state(model, processor, samples)
     got = []
     n = state.h.shape[1]
-    query = torch.arange(n).expand(state.h.shape[0], n)
+    query = torch.arange(n, device=state.h.device).expand(state.h.shape[0], n)
     Engine(a).observe(state, lambda ctx: got.append(ctx.attention(query)))
     for layer, want in enumerate(_eager_maps(model, encoded.inputs)):
         rows = state.valid[:, None, :, None].expand_as(want)  # padding queries' rows are not the model's concern
@@ -329,7 +330,7 @@ def test_pruned_decoding_keeps_the_gaps_in_the_window(tiny, samples):
     a, encoded, state = _state(model, processor, samples)
     tokens, got, pre = _generate_with_logits(a, state, PruningSchedule.parse("0.5,0.5", 2), Random(seed=1))
     inputs = _with_generated(encoded.inputs, tokens)
-    positions = torch.cat([encoded.positions, encoded.positions[:, -1:] + torch.arange(1, tokens.shape[1])], 1)
+    positions = torch.cat([encoded.positions, encoded.positions[:, -1:] + torch.arange(1, tokens.shape[1], device=tokens.device)], 1)
     masks = _reference_masks_with_drops(a, inputs, pre.state, positions)
     n = encoded.inputs["input_ids"].shape[1]
     want = _layers_forward(model, inputs, masks, positions)[:, n - 1 :]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from engine_checks import (
+    TEST_DEVICE,
     assert_live_counts_follow_schedules,
     assert_batch_equals_alone,
     assert_greedy_matches_generate,
@@ -69,7 +70,7 @@ def build_model(kind: str, processor, seed: int = 0, layers: int = 2):
         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False, initializer_range=0.1,
     )  # fmt: skip
     torch.manual_seed(seed)
-    model = model_cls(config).eval()
+    model = model_cls(config).to(TEST_DEVICE).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
@@ -184,7 +185,7 @@ def test_dropped_tokens_leave_the_original_3d_positions(tiny, samples):
         slots = torch.nonzero(inputs["input_ids"][b] == a.image_token_id).squeeze(1)
         kept = result.state.slot[b][result.state.visual[b]]
         assert len(kept) == keep_count(0.5, state.n_visual[b])
-        dropped = torch.ones(len(slots), dtype=torch.bool)
+        dropped = torch.ones(len(slots), dtype=torch.bool, device=slots.device)
         dropped[kept] = False
         mask[b, slots[dropped]] = 0
     with torch.no_grad():
@@ -254,7 +255,7 @@ def test_vision_extras_are_the_last_blocks_received_attention_in_decoder_order(t
     inputs = encoded.inputs
     saliency, keys, order = _reference_vision_extras(model, inputs["pixel_values"], inputs["image_grid_thw"])
     if model.config.model_type == "qwen2_5_vl":  # windows: the blocks' order is not the decoder's
-        assert not torch.equal(order, torch.arange(len(order)))
+        assert not torch.equal(order, torch.arange(len(order), device=order.device))
         assert not torch.allclose(saliency, saliency[torch.argsort(order)], atol=1e-4)  # the reordering shows
     got_saliency, got_keys = encoded.by_slot["vision_cls_attention"], encoded.by_slot["vision_keys"]
     counts = [f.shape[0] for f in encoded.feats]

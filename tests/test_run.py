@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from paretobench.cli import main
+from paretobench.evaluator import Evaluator, Workload
 from paretobench.search import RunConfig, run
 from paretobench.store import Evaluation, Store, StoreError, evaluation_key
 
@@ -124,7 +125,6 @@ def test_ray_runner_gives_the_local_results(cfg, tmp_path):
 
 
 def test_ray_runner_survives_a_killed_actor(tiny_model_dir, synth_dir):
-    from paretobench.evaluator import Evaluator, Workload
     from paretobench.runners import RayRunner
     from paretobench.schedule import PruningSchedule
 
@@ -205,6 +205,22 @@ def test_evaluation_keys_depend_on_everything_that_changes_results():
     for change in ({"model": "m2"}, {"data": "d2"}, {"pruner": {"name": "random", "seed": 0}},
                    {"schedule": [1.0, 0.4]}, {"scoring": 2}):  # fmt: skip
         assert evaluation_key(**{**base, **change}) != k
+
+
+def test_precision_other_than_float32_is_part_of_keys_and_run_names(tiny_model_dir, synth_dir):
+    from paretobench.schedule import PruningSchedule
+
+    def key(**kw):
+        w = Workload(model=str(tiny_model_dir), data=(str(synth_dir),), limit=1, **kw)
+        return Evaluator(w).key(PruningSchedule.parse("1,0.5", 2))
+
+    fp32 = key()
+    assert key(device="cpu") == fp32 and key(dtype="float32", threads=1) == fp32  # where it runs: not a result
+    assert key(dtype="bfloat16") != fp32 != key(dtype="float16")
+    run = RunConfig(searcher="grid", model=str(tiny_model_dir))
+    assert RunConfig(searcher="grid", model=str(tiny_model_dir), device="cuda").run_name() == run.run_name()
+    assert RunConfig(searcher="grid", model=str(tiny_model_dir), dtype="bfloat16").run_name() != run.run_name()
+    assert "dtype" not in run.identity()  # float32 runs keep the names they had
 
 
 def test_frontier_and_runs_commands(cfg, tmp_path, capsys):

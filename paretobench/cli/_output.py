@@ -22,3 +22,13 @@ def emit(result: dict, as_json: bool, text: str) -> None:
 
 def add_json(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_device_args(parser) -> None:
+    """``--device`` and ``--dtype``: where the model runs and in which precision."""
+    from paretobench.models.loading import DTYPES  # torch-free
+
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda, cuda:1, ...")  # fmt: skip
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="model precision (default float32; bfloat16 on GPUs; part of a stored result's key)")  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from paretobench.cli._output import add_json, emit
+from paretobench.cli._output import add_device_args, add_json, emit
 from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
@@ -31,13 +31,14 @@ def add_parser(sub, name):
                                                   "pruner's default layer")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_device_args(p)
     add_json(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from paretobench.data.datasets import load_dataset
-    from paretobench.models.loading import check_model_dir, load_model
+    from paretobench.models.loading import check_model_dir, load_model, torch_dtype
     from paretobench.registry import PRUNERS
 
     if args.limit is not None and args.limit < 1:
@@ -53,7 +54,7 @@ def run(args) -> int:
     else:
         schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
     dataset = load_dataset(args.data, limit=args.limit)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=args.device, dtype=torch_dtype(args.dtype))
     if budget is not None:
         schedule = budget_schedule(budget, loaded, dataset, pruner_cls)
     result = evaluate_to_dict(loaded, dataset, batch_size=args.batch_size, threads=args.threads,
@@ -136,6 +137,8 @@ def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=Fals
     return {
         "model": loaded.name,
         "model_path": str(loaded.path),
+        "device": str(loaded.model.device),
+        "dtype": str(loaded.model.dtype).removeprefix("torch."),
         "data": dataset.name,
         "data_fingerprint": dataset.fingerprint,
         "pruner": pruner.config() if pruner else None,

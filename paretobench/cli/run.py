@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from paretobench.cli._output import add_json, emit
+from paretobench.cli._output import add_device_args, add_json, emit
 from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
@@ -41,6 +41,7 @@ def add_parser(sub, name):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8, help="schedules evaluated and stored together (default 8)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_device_args(p)
     p.add_argument("--vs", default=None, metavar="REF_RUN",
                    help="a reference run folder (e.g. a large grid) to print the frontier distance to; "
                         "default: the largest grid run of the same pruner on the same questions in --out")  # fmt: skip
@@ -71,7 +72,8 @@ def run(args) -> int:
                     limit=args.limit, budgets=tuple(args.budgets), n=args.n, seed=args.seed,
                     params=parse_params(args.param), out=args.out, name=args.name, runner=args.runner,
                     workers=args.workers if args.runner == "ray" else 1, address=args.address,
-                    batch_size=args.batch_size, chunk=args.chunk, threads=args.threads)  # fmt: skip
+                    batch_size=args.batch_size, chunk=args.chunk, threads=args.threads, device=args.device,
+                    dtype=args.dtype)  # fmt: skip
     check(cfg)
     if args.vs is not None:  # before any work: a reference from other weights gives no distance
         from paretobench.models.loading import model_fingerprint

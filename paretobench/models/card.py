@@ -80,6 +80,11 @@ PROBES = {
 READABLE = ("colour", "shape", "row", "col")
 
 
+def _on(model, inputs: dict) -> dict:
+    """Image inputs on the model's device, pixels in its dtype."""
+    return {k: v.to(model.device, model.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+
+
 def patch_readability(model, samples, *, steps: int = 300, processor=None) -> dict:
     """Held-out accuracy of a linear probe per label, on object patches, at each stage the image
     passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
@@ -90,9 +95,14 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
     data = (LlavaImages if llava else QwenImages)(samples, processor)
     rows = list(range(len(samples)))
     with torch.no_grad():
-        feats = torch.cat([data.stage1_features(model, data.vision_inputs(rows[i : i + 64]))
+        feats = torch.cat([data.stage1_features(model, _on(model, data.vision_inputs(rows[i : i + 64]))).float().cpu()
                            for i in range(0, len(rows), 64)])  # fmt: skip
-        stages = {"tower": feats, "projector": model.model.multi_modal_projector(feats)} if llava else {"merger": feats}
+        if llava:
+            proj = model.model.multi_modal_projector
+            projected = proj(feats.to(model.device, model.dtype)).float().cpu()
+            stages = {"tower": feats, "projector": projected}
+        else:
+            stages = {"merger": feats}
     labels = data.targets(rows)
     on_object = labels["kind"] > 0
     out = {}

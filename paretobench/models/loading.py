@@ -74,6 +74,26 @@ def image_only_processor(path: str | Path):
     )
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA GPU if torch sees one, else the CPU; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_dtype(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")
+    import torch
+
+    return getattr(torch, name)
+
+
 def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
     """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
     name, path = check_model_dir(spec)
@@ -95,7 +115,10 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
         )
     except (OSError, ValueError, KeyError) as e:
         raise ModelError(f"cannot load a vision-language model from {path}: {e}") from e
-    model.to(device).eval()
+    try:
+        model.to(resolve_device(device)).eval()
+    except (RuntimeError, AssertionError) as e:  # e.g. "cuda" on a machine without a GPU
+        raise ModelError(f"cannot put the model on device {device!r}: {e}") from e
     return LoadedModel(name=name, path=path, model=model, processor=processor)
 
 

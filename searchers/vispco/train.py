@@ -115,14 +115,16 @@ class Session:
         self.engine = Engine(self.adapter)
         self.shape = DecoderShape.from_config(model.config.get_text_config())
         self.score = pruner.score_cost()
+        self.device = next(model.parameters()).device  # the predictor trains where the model runs
         model.eval().requires_grad_(False)
 
     def batch(self, samples):
         with torch.no_grad():
             state = self.adapter.prepare(self.adapter.encode(samples), keys=[s.index for s in samples])
             teacher = self.engine.prefill(state).logits
+        # token counts, budgets and the relaxed cost stay on the CPU (a few numbers per row)
         n_visual = torch.tensor(state.n_visual)
-        n_text = state.valid.sum(1) - n_visual
+        n_text = state.valid.sum(1).cpu() - n_visual
         return state, teacher, n_text, n_visual
 
     def token_counts(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,6 +145,7 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     layers = session.shape.layers
     dim = session.model.config.get_text_config().hidden_size
     predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
+    predictor.to(session.device)
     opt = torch.optim.AdamW(predictor.parameters(), lr=cfg.lr)
     counts = counts if counts is not None else session.token_counts(samples)[1].tolist()
     weights = equalised_weights(counts, cfg.equalise_bins)
@@ -166,10 +169,11 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
             idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
             state, teacher, n_text, n_visual = session.batch([samples[i] for i in idx])
             budget = lo + (hi - lo) * torch.rand(len(idx), generator=g)
-            keep = predictor(pooled_inputs(state), budget)
+            keep = predictor(pooled_inputs(state), budget.to(session.device))
             student = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
-            kl = kl_to_teacher(student.logits, teacher)
-            flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+            kl = kl_to_teacher(student.logits, teacher).cpu()
+            flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode,
+                                     score=session.score)  # fmt: skip
             loss = kl.mean() + al.penalty(budget, flops).mean()
             opt.zero_grad()
             loss.backward()
@@ -201,13 +205,13 @@ def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, 
     the pruner's scores and T; starting from w = 0 the multiplier has to climb to it by
     lambda-sized steps, overshooting budgets on the way (measured: lambda grew to its bound)."""
     state, teacher, n_text, n_visual = session.batch(samples)
-    budget = torch.full((len(samples),), (lo + hi) / 2)
+    budget = torch.full((len(samples),), (lo + hi) / 2, device=session.device)
     with torch.no_grad():
         keep = predictor(pooled_inputs(state), budget)
     keep.requires_grad_(True)
     out = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
     (g_kl,) = torch.autograd.grad(kl_to_teacher(out.logits, teacher).sum(), keep)
-    flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+    flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode, score=session.score)
     (g_f,) = torch.autograd.grad(flops.sum(), keep)
     return max(0.0, float(-(g_kl * g_f).sum() / (g_f * g_f).sum().clamp_min(1e-30)))
 
@@ -250,11 +254,12 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
     nv = space.n_visual
     out = []
     for b in budgets:
-        budget = torch.full((len(probe),), float(b))
+        budget = torch.full((len(probe),), float(b), device=session.device)
         keep = trained.predictor(pooled, budget)
         params = {k: float(v.mean()) for k, v in trained.predictor.kernel_params(pooled, budget).items()}
         relaxed = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
-        flops = relaxed_fraction(session.shape, keep, n_text, n_visual, mode=session.mode, score=session.score)
+        flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode,
+                                 score=session.score)  # fmt: skip
         mean = keep.mean(0).tolist()
         schedule = PruningSchedule(tuple(keep_count(k, nv) / nv for k in mean))
         if space.fraction(schedule) > b:
@@ -278,7 +283,7 @@ def save(trained: Trained, path) -> None:
 def load(session: Session, path, cfg: TrainConfig) -> Trained | None:
     """The predictor saved at ``path`` if it was trained with ``cfg``; else None."""
     try:
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         return None
     summary = saved["summary"]
@@ -288,7 +293,7 @@ def load(session: Session, path, cfg: TrainConfig) -> Trained | None:
     dim = session.model.config.get_text_config().hidden_size
     predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
     predictor.load_state_dict(saved["state_dict"])
-    predictor.eval()
+    predictor.to(session.device).eval()
     out = Trained(predictor, cfg, summary["sigma"], tuple(summary["budget_range"]), saved["log"], saved["outer"],
                   summary["seconds"])  # fmt: skip
     return out
