@@ -1,7 +1,9 @@
 """The pruning landscape of the embedded model at one FLOPs budget.
 
-1. FastV under many schedules that meet the budget (one step at each reachable layer, and two
-   steps at pairs of layers), all evaluated on the same questions: the spread between the best
+1. FastV under many schedules that meet the budget, all evaluated on the same questions: one
+   step at each reachable layer, two steps at pairs of layers, and schedules drawn as the
+   paper's appendix C.1.3 draws them (each layer's keep from {0.01, 0.06, ..., 0.99}, sorted).
+   "Meets" is Table 1's window: FLOPs within 5% below the budget. The spread between the best
    and the worst schedule is what a schedule search can win.
 2. Every registered pruner under one shared schedule (one step at FastV's default layer, sized
    to the budget): each one's margin over ``random`` and ``spatial`` (evenly spaced) keeps.
@@ -9,7 +11,8 @@
 
 Images are encoded once per batch and shared by all configurations.
 
-    python benchmarks/landscape.py [--budget 0.5] [--limit 250] [--json] [--out results/landscape-synth8.json]
+    python benchmarks/landscape.py [--budget 0.5] [--limit 250] [--sampled 16] [--json]
+                                   [--out results/landscape-synth8.json]
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import time
 from pathlib import Path
 
 from paretobench.registry import DEFAULT_MODEL
+from paretobench.report import WINDOW
 
 
 def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: int):
-    """Distinct schedules within ``budget``: one step at every layer that can reach it, then two
-    steps (first at a share of the tokens, the second as large as the budget allows); schedules
-    whose token counts differ by at most two tokens at every layer count once."""
+    """Distinct step schedules meeting ``budget``: one step at every layer that can reach it, then
+    two steps (first at a share of the tokens, the second as large as the budget allows);
+    schedules whose token counts differ by at most two tokens at every layer count once."""
     from paretobench.schedule import PruningSchedule, ScheduleError, flops_fraction, single_step_for_budget
 
     out: dict[str, PruningSchedule] = {}
@@ -34,7 +38,8 @@ def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: in
     def add(s):
         # a second step within a couple of tokens of the first is the same schedule in practice
         counts = s.counts(n_visual)
-        if all(max(abs(a - b) for a, b in zip(counts, o.counts(n_visual))) > 2 for o in out.values()):
+        meets = budget - WINDOW < flops_fraction(shape, s, n_text, n_visual) <= budget
+        if meets and all(max(abs(a - b) for a, b in zip(counts, o.counts(n_visual))) > 2 for o in out.values()):
             out[str(s)] = s
 
     for layer in range(shape.layers):
@@ -60,14 +65,38 @@ def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: in
     return schedules
 
 
+def sampled_schedules(shape, n_text: int, n_visual: int, budget: float, n: int, seed: int = 0):
+    """``n`` distinct schedules meeting ``budget``, drawn as the paper's appendix C.1.3 (and the
+    ``grid`` searcher) draws them; the first ``n`` that meet it, in the seeded order."""
+    import numpy as np
+
+    from paretobench.schedule import flops_fraction
+    from searchers._grid import VALUES
+    from searchers.base import monotone
+
+    rng = np.random.default_rng(seed)
+    seen, out = set(), []
+    for _ in range(20_000):
+        s = monotone(rng.choice(VALUES, shape.layers))
+        key = tuple(s.counts(n_visual))
+        if key not in seen and budget - WINDOW < flops_fraction(shape, s, n_text, n_visual) <= budget:
+            seen.add(key)
+            out.append(s)
+            if len(out) == n:
+                break
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--data", default="synth8")
     p.add_argument("--budget", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=None, help="questions per family (default: all)")
-    p.add_argument("--schedules", type=int, default=24, help="FastV schedules in part 1")
+    p.add_argument("--schedules", type=int, default=24, help="FastV step schedules in part 1")
+    p.add_argument("--sampled", type=int, default=16, help="FastV schedules drawn as C.1.3 draws them, in part 1")
     p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda, ...")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
@@ -82,7 +111,7 @@ def main(argv=None) -> int:
     from paretobench.schedule import flops_fraction, single_step_for_budget
 
     t0 = time.time()
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=args.device)
     model, processor = loaded.model, loaded.processor
     samples = load_dataset(args.data, limit=args.limit).samples
     shape = DecoderShape.from_config(model.config.text_config)
@@ -91,6 +120,7 @@ def main(argv=None) -> int:
 
     fastv = PRUNERS.get("fastv")()
     schedules = budget_schedules(shape, n_text, n_visual, args.budget, args.schedules)
+    schedules += sampled_schedules(shape, n_text, n_visual, args.budget, args.sampled)
     layer = next(i for i, k in enumerate(fastv.preset(shape.layers).keep) if k < 1)
     shared = single_step_for_budget(shape, layer, args.budget, n_text, n_visual)
     names = PRUNERS.names()
@@ -155,6 +185,7 @@ def main(argv=None) -> int:
         "shared_schedule": {"schedule": str(shared), "rows": shared_rows, "margins_points": {
             n: {k: 100 * v for k, v in m.items()} for n, m in margins.items()}},  # fmt: skip
         "presets": preset_rows,
+        "device": str(model.device),
         "minutes": round((time.time() - t0) / 60, 1),
     }
     if args.out:
@@ -165,7 +196,7 @@ def main(argv=None) -> int:
         return 0
     print(f"{loaded.name} on {args.data} ({len(samples)} questions), budget {args.budget:g}; unpruned "
           f"{100 * unpruned['accuracy']:.1f}%")  # fmt: skip
-    print(f"\n1. FastV, {len(landscape)} schedules within the budget (accuracy %, FLOPs fraction):")
+    print(f"\n1. FastV, {len(landscape)} schedules meeting the budget (accuracy %, FLOPs fraction):")
     for r in sorted(landscape, key=lambda r: -r["accuracy"]):
         print(f"   {100 * r['accuracy']:5.1f}  {r['flops_fraction']:.3f}  {r['schedule']}")
     print(f"   best - worst = {out['fastv_landscape']['spread_points']:.1f} points")

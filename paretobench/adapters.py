@@ -500,9 +500,9 @@ def token_counts(adapter, samples: list[Sample], *, chunk: int = 64) -> tuple[to
     n_text, n_visual = [], []
     for i in range(0, len(samples), chunk):
         inputs = adapter._processor_inputs(samples[i : i + chunk])
-        visual = (inputs["input_ids"] == adapter.image_token_id).sum(1)
+        visual = (inputs["input_ids"] == adapter.image_token_id).sum(1).cpu()  # counts live on the host
         n_visual.append(visual)
-        n_text.append(inputs["attention_mask"].sum(1) - visual)
+        n_text.append(inputs["attention_mask"].sum(1).cpu() - visual)
     return torch.cat(n_text), torch.cat(n_visual)
 
 

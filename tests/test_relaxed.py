@@ -4,6 +4,7 @@ the keep ratios."""
 import pytest
 import torch
 
+from engine_checks import TEST_DEVICE
 from paretobench.adapters import adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
@@ -22,7 +23,7 @@ def deep(tmp_path_factory):
     from paretobench.models.tiny_llava import build_model, build_processor
 
     processor = build_processor()
-    model = build_model(processor, seed=2, text_layers=6, text_hidden=32, vision_layers=1).eval()
+    model = build_model(processor, seed=2, text_layers=6, text_hidden=32, vision_layers=1).to(TEST_DEVICE).eval()
     return model, processor
 
 
@@ -54,7 +55,7 @@ def test_relaxed_forward_values_equal_physically_dropping_the_masked_tokens(deep
     a = adapter_for(model, processor)
     engine = Engine(a)
     state = a.prepare(a.encode(samples), keys=[s.index for s in samples])
-    keep = torch.tensor(KEEP, requires_grad=True)
+    keep = torch.tensor(KEEP, requires_grad=True, device=TEST_DEVICE)
     with torch.no_grad():
         out = relaxed_prefill(engine, state, keep, pruner)
     nv = state.n_visual[0]
@@ -77,7 +78,7 @@ def test_gradients_reach_the_keep_ratios_of_pruning_layers(deep, samples):
     model, processor = deep
     a = adapter_for(model, processor)
     state = a.prepare(a.encode(samples), keys=[s.index for s in samples])
-    keep = torch.tensor(KEEP, requires_grad=True)
+    keep = torch.tensor(KEEP, requires_grad=True, device=TEST_DEVICE)
     out = relaxed_prefill(Engine(a), state, keep, FastV(), Relaxation(sigma=4.0, temperature=0.5))
     loss = out.logits.log_softmax(-1)[:, :5].sum()
     loss.backward()
