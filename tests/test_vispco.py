@@ -45,6 +45,9 @@ def test_kernels_follow_the_papers_formulas():
     assert torch.allclose(ms, want)
     s = {f"s{j}": torch.tensor([0.9]) for j in range(8)}
     assert torch.allclose(KERNELS["free"].curve(s, 8)[0], 0.9 ** (i + 1))
+    ledge = KERNELS["ledge"].curve({"k": torch.tensor([3.5]), "s": torch.tensor([0.75]), "f": torch.tensor([0.1])}, 8)[0]
+    assert torch.allclose(ledge, 0.75 * (1 + (0.1 - 1) / (1 + torch.exp(-10 * (i - 3.5)))))
+    assert ledge[:3].min() > 0.74 and ledge[5:].max() < 0.08  # 75% through layer 3, then 7.5%
     with pytest.raises(ValueError, match="did you mean 'linear'"):
         kernel("linaer")
 

@@ -14,7 +14,12 @@ name                  keep(i)                                               pape
 ``gentle``            Eq. 14 with a small gamma                             Sec. 3.3
 ``multistep``         1 - sum_j (1 - r) / M * sigm(k * (i - (2j-1) L / 2M)) Eq. 17
 ``free``              prod_{j <= i} sigm(u_j): one value per layer          (future work)
+``ledge``             s * (1 + (f - 1) * sigm(gamma * (i - k))), gamma steep   (ours)
 ====================  ====================================================  =============
+
+``ledge`` is Eq. 14 with a free starting level ``s``: the shape of the best 50%-budget schedules
+on the embedded model (50-75% kept through the first half, a deep cut after; measured, see
+docs/notes/vispco-training.md), which no paper kernel can draw below 62% of the FLOPs.
 """
 
 from __future__ import annotations
@@ -130,6 +135,26 @@ class Free(Kernel):
         return torch.cumprod(torch.stack([p[f"s{i}"] for i in range(layers)], 1), 1)
 
 
+@dataclass(frozen=True)
+class Ledge(Kernel):
+    """A steep step at layer ``k`` from a level ``s`` (which may be under 1 from layer 0 on) down
+    to ``f * s``."""
+
+    name: str = "ledge"
+    gamma: float = 10.0
+
+    def n_params(self, layers):
+        return 3
+
+    def params(self, u, layers):
+        return {"k": layers * torch.sigmoid(u[:, 0]) - 0.5, "s": torch.sigmoid(u[:, 1]), "f": torch.sigmoid(u[:, 2])}
+
+    def curve(self, p, layers):
+        i = _layers(p, layers)
+        step = torch.sigmoid(self.gamma * (i - p["k"][:, None]))
+        return p["s"][:, None] * (1 + (p["f"][:, None] - 1) * step)
+
+
 KERNELS = {
     "psigmoid": PSigmoid(),
     "exponential": Exponential(),
@@ -137,6 +162,7 @@ KERNELS = {
     "gentle": PSigmoid(name="gentle", gamma=1.0),
     "multistep": MultiStep(),
     "free": Free(),
+    "ledge": Ledge(),
 }
 
 
