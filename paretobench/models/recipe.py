@@ -32,7 +32,8 @@ class TrainConfig:
     pointing: float = 0.0  # weight of the loss reading the question's items' places at the answer position
     pointing_layer: int = 6  # the decoder layer whose output the pointing probe reads
     patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output
-    bf16: bool = True  # bf16 autocast for stage 2 on CPU (weights stay fp32)
+    bf16: bool = True  # bf16 autocast for stage 2 (weights stay fp32)
+    device: str = "auto"  # where training runs: auto (a CUDA GPU if torch sees one), cpu, cuda, ...
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on
     threads: int = 0  # 0 = torch's default

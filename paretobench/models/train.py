@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from paretobench.data import synth
 from paretobench.data.tsv import Sample, file_fingerprint, read_tsv
 from paretobench.adapters import chat_prompts
+from paretobench.models.loading import resolve_device
 from paretobench.models.recipe import TrainConfig
 
 # families whose questions name two items in an order that matters ("where is X relative to Y")
@@ -123,6 +124,7 @@ class ImageData:
     grid: int  # the largest patch grid side (row and column label classes)
     positions: torch.Tensor  # (samples, 4): the question's items' rows and columns (see item_positions)
     vision_prefix: str  # the names of the weights stage 1 trains
+    device = torch.device("cpu")  # where ``vision_inputs`` and ``targets`` put a batch (the model's)
 
     def n_tokens(self, row: int) -> int:
         raise NotImplementedError
@@ -179,7 +181,7 @@ class LlavaImages(ImageData):
         return synth.GRID * synth.GRID
 
     def vision_inputs(self, rows):
-        return {"pixel_values": normalise(self.images[rows])}
+        return {"pixel_values": normalise(self.images[rows]).to(self.device)}
 
     def stage1_features(self, model, inputs):
         return vision_features(model, inputs["pixel_values"]).flatten(0, 1)
@@ -188,7 +190,7 @@ class LlavaImages(ImageData):
         return model.config.vision_config.hidden_size
 
     def targets(self, rows):
-        return {k: v[rows].flatten() for k, v in self.labels.items()}
+        return {k: v[rows].flatten().to(self.device) for k, v in self.labels.items()}
 
     def stage1_modules(self, model):
         return [model.model.vision_tower]
@@ -230,7 +232,7 @@ class QwenImages(ImageData):
 
     def vision_inputs(self, rows):
         out = self.image_processor(images=[self.samples[r].image() for r in rows], return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+        return {k: out[k].to(self.device) for k in ("pixel_values", "image_grid_thw")}
 
     def model_inputs(self, model, input_ids, mask, rows):
         # without the token types Qwen's get_rope_index would give the image 1-D positions
@@ -244,7 +246,7 @@ class QwenImages(ImageData):
         return model.config.vision_config.out_hidden_size
 
     def targets(self, rows):
-        return {k: torch.cat([self.labels[r][k] for r in rows]) for k in self.labels[0]}
+        return {k: torch.cat([self.labels[r][k] for r in rows]).to(self.device) for k in self.labels[0]}
 
     def stage1_modules(self, model):
         return [model.model.visual]
@@ -278,8 +280,8 @@ def tokenize(processor, samples: list[Sample], n_tokens=None) -> tuple[list[list
     return ids, starts
 
 
-def collate(ids, starts, rows, pad_id):
-    """Right-padded batch with labels only on the answer tokens."""
+def collate(ids, starts, rows, pad_id, device=None):
+    """Right-padded batch with labels only on the answer tokens (on ``device``, default the CPU)."""
     length = max(len(ids[r]) for r in rows)
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), length), -100, dtype=torch.long)
@@ -289,7 +291,7 @@ def collate(ids, starts, rows, pad_id):
         input_ids[b, : len(seq)] = seq
         mask[b, : len(seq)] = 1
         labels[b, starts[r] : len(seq)] = seq[starts[r] :]
-    return input_ids, mask, labels
+    return input_ids.to(device), mask.to(device), labels.to(device)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -313,6 +315,7 @@ def vision_features(model, pix: torch.Tensor) -> torch.Tensor:
 def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig, rng, bar, log):
     modules = data.stage1_modules(model)
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(data.feature_dim(model), v) for k, v in data.head_sizes().items()})
+    heads.to(data.device)
     params = [p for m in modules for p in m.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
     for m in modules:
@@ -358,7 +361,7 @@ def answer_accuracy(model, data: ImageData, ids, starts, rows, pad_id, families,
     with torch.no_grad():
         for i in range(0, len(rows), batch):
             r = rows[i : i + batch]
-            input_ids, mask, _ = collate(ids, starts, r, pad_id)
+            input_ids, mask, _ = collate(ids, starts, r, pad_id, data.device)
             logits = model(**data.model_inputs(model, input_ids, mask, r)).logits
             for b, row in enumerate(r):
                 p = starts[row]
@@ -434,6 +437,9 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
     # embedded model without it, those tokens knew they were asked about but not which of the
     # two (so the answer got the axis right and the direction at chance; see docs/notes)
     roler = torch.nn.Linear(dim, 3)
+    for m in (readout, probe, pointer, roler):
+        m.to(data.device)
+    dev = data.device
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     params += list(roler.parameters()) if cfg.roles else []
     params += list(readout.parameters()) if cfg.patch_labels else []
@@ -451,10 +457,10 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
             g["lr"] = _cosine(step, cfg.steps, cfg.warmup, cfg.lr)
         w, active = family_weights(fam, step, cfg.introduce, emphasis)
         rows = rng.choice(train_rows, cfg.batch, replace=False, p=w / w.sum())
-        input_ids, mask, labels = collate(ids, starts, rows, pad_id)
+        input_ids, mask, labels = collate(ids, starts, rows, pad_id, dev)
         targets = data.targets(rows)
         model.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = model(**data.model_inputs(model, input_ids, mask, rows), labels=labels,
                         output_hidden_states=bool(cfg.grounding or cfg.pointing or cfg.roles))  # fmt: skip
             states = captured.pop("states")  # (image tokens of the batch, dim), in sequence order
@@ -462,12 +468,12 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
             if cfg.grounding:
                 h = out.hidden_states[cfg.grounding_layer][input_ids == model.config.image_token_id]
                 aux = F.binary_cross_entropy_with_logits(probe(h).squeeze(-1).float(), targets["focus"].float(),
-                                                         pos_weight=torch.tensor(4.0))  # fmt: skip
+                                                         pos_weight=torch.tensor(4.0, device=dev))  # fmt: skip
                 loss = loss + cfg.grounding * aux
             if cfg.roles:
                 h = out.hidden_states[cfg.roles_layer][input_ids == model.config.image_token_id]
-                ordered = torch.tensor([families[r] in ROLE_FAMILIES for r in rows])
-                per_token = ordered.repeat_interleave(torch.tensor([data.n_tokens(r) for r in rows]))
+                ordered = torch.tensor([families[r] in ROLE_FAMILIES for r in rows], device=dev)
+                per_token = ordered.repeat_interleave(torch.tensor([data.n_tokens(r) for r in rows], device=dev))
                 want = targets["role"].masked_fill(~per_token, -100)
                 if bool((want >= 0).any()):
                     loss = loss + cfg.roles * F.cross_entropy(roler(h).float(), want, ignore_index=-100)
@@ -475,10 +481,10 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
                 read = sum(F.cross_entropy(readout[k](states).float(), targets[k]) for k in readout)
                 loss = loss + cfg.patch_labels * read
             if cfg.pointing:
-                at = torch.tensor([starts[r] - 1 for r in rows])
-                h = out.hidden_states[cfg.pointing_layer][torch.arange(len(rows)), at]
+                at = torch.tensor([starts[r] - 1 for r in rows], device=dev)
+                h = out.hidden_states[cfg.pointing_layer][torch.arange(len(rows), device=dev), at]
                 logits = pointer(h).float().view(len(rows), 4, data.grid)
-                want = data.positions[rows]
+                want = data.positions[rows].to(dev)
                 if bool((want >= 0).any()):
                     loss = loss + cfg.pointing * F.cross_entropy(logits.flatten(0, 1), want.flatten(), ignore_index=-100)
         if cfg.shared_penalty:
@@ -592,6 +598,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     processor = builder.build_processor()
     model = builder.build_model(processor, seed=cfg.seed)
     data = Data(samples, processor)
+    data.device = torch.device(resolve_device(cfg.device))
+    model.to(data.device)
     ids, starts = tokenize(processor, samples, data.n_tokens)
     families = [s.category for s in samples]
     n = len(samples)
@@ -633,6 +641,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "held_out_rows": len(val_rows),
             "parameters": sum(p.numel() for p in model.parameters()),
             "threads": torch.get_num_threads(),
+            "device": str(data.device),
             "minutes": {
                 "data": round((t1 - t_start) / 60, 2),
                 "vision": round((t2 - t1) / 60, 2),
