@@ -248,3 +248,36 @@ def test_quota_shares_tokens_over_clusters():
         assert sum(q) == k and all(0 <= a <= s for a, s in zip(q, sizes))
         if k >= len(sizes):
             assert all(a >= 1 for a in q)
+
+
+def test_a_pruner_that_keeps_the_wrong_tokens_is_stopped(tiny, samples):
+    """The engine checks every choice against the schedule: too few tokens, a text token, or a
+    mask of the wrong kind is an error naming the pruner, never a silently different run."""
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples)
+    schedule = PruningSchedule.parse("1,0.5", 2)
+
+    class Picky(FastV):
+        name = "picky"
+
+        def __init__(self, how):
+            self.how = how
+
+        def select(self, ctx, k):
+            keep = super().select(ctx, k)
+            if self.how == "one short":
+                first = keep.float().argmax(1)
+                keep = keep.clone()
+                keep[torch.arange(len(k)), first] = False
+            elif self.how == "a text token":
+                keep = keep.clone()
+                keep[:, -1] = True  # the last position is text (the prompt's end)
+            elif self.how == "float mask":
+                keep = keep.float()
+            return keep
+
+    for how, message in (("one short", "picky chose 71 visual positions for row 0"), ("a text token", "1 not live visual"),
+                         ("float mask", "expected a bool mask")):  # fmt: skip
+        with pytest.raises((RuntimeError, TypeError), match=message):
+            Engine(a).prefill(state, schedule, Picky(how))
+    assert Engine(a).prefill(state, schedule, Picky("none")).live_visual[1] == [72] * len(samples)
