@@ -276,8 +276,9 @@ def test_a_pruner_that_keeps_the_wrong_tokens_is_stopped(tiny, samples):
                 keep = keep.float()
             return keep
 
-    for how, message in (("one short", "picky chose 71 visual positions for row 0"), ("a text token", "1 not live visual"),
-                         ("float mask", "expected a bool mask")):  # fmt: skip
+    wrong = {"one short": "picky chose 71 visual positions for row 0", "a text token": "1 not live visual",
+             "float mask": "expected a bool mask"}  # fmt: skip
+    for how, message in wrong.items():
         with pytest.raises((RuntimeError, TypeError), match=message):
             Engine(a).prefill(state, schedule, Picky(how))
     assert Engine(a).prefill(state, schedule, Picky("none")).live_visual[1] == [72] * len(samples)
