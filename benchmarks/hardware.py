@@ -21,25 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-
-
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()}"
 
 
 def main(argv=None) -> int:
@@ -66,7 +51,7 @@ def main(argv=None) -> int:
     from paretobench.data.datasets import load_dataset
     from paretobench.engine import Engine
     from paretobench.evaluate import evaluate
-    from paretobench.models.loading import load_model
+    from paretobench.models.loading import device_name, load_model, synchronizer
     from paretobench.schedule import PruningSchedule
     from pruners.fastv import FastV
 
@@ -91,9 +76,9 @@ def main(argv=None) -> int:
     adapter = adapter_for(model, processor)
     engine = Engine(adapter)
     eos, pad = processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id
+    sync = synchronizer(args.device)
 
     def answer(sample, schedule, new_tokens: int, stop: int) -> float:
-        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         with torch.no_grad():
             sync()
             t0 = time.perf_counter()

@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 
+from paretobench.models.loading import DTYPES
 from paretobench.registry import DEFAULT_MODEL
 
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", default="0.9,0.7,0.5,0.3,0.1")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--decoder-shape", default=None, help="time a random decoder of this checkpoint's shape")
     p.add_argument("--image-size", type=int, default=None,
                    help="resize every image to N x N first (native-resolution models: N/16 squared tokens)")  # fmt: skip
@@ -55,20 +56,20 @@ def main(argv=None) -> int:
     from paretobench.data.datasets import load_dataset
     from paretobench.engine import Engine
     from paretobench.flops import DecoderShape, prefill_flops
-    from paretobench.models.loading import load_model
+    from paretobench.models.loading import device_name, load_model, synchronizer, torch_dtype
     from paretobench.schedule import ScheduleError, single_step_for_budget
     from pruners.fastv import FastV
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
+    dtype = torch_dtype(args.dtype)
     loaded = load_model(args.model, dtype=dtype, device=args.device)
     if args.decoder_shape:
         from paretobench.models.shaped import with_decoder_shape
 
         loaded = with_decoder_shape(loaded, args.decoder_shape, dtype=dtype, device=args.device)
     model = loaded.model
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = synchronizer(args.device)
     samples = load_dataset(args.data, limit=args.batch_size).samples
     # one batch of a single family: equal prompt lengths, no padding
     family = samples[0].category
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         "visual_tokens": n_visual,
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
+        "device": device_name(args.device),
         "dtype": args.dtype,
         "decoder_shape": args.decoder_shape,
         "rows": rows,

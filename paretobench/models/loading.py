@@ -86,6 +86,32 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_name(device: str) -> str:
+    """What a benchmark names the machine it timed: the GPU's name, or ``CPU: <model name>``."""
+    import platform
+
+    import torch
+
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def synchronizer(device: str):
+    """A function that waits for ``device``'s queued work (a no-op on the CPU): call it before
+    reading a timer, or a GPU's asynchronous launches would be timed instead of the work."""
+    import torch
+
+    return torch.cuda.synchronize if resolve_device(device).startswith("cuda") else (lambda: None)
+
+
 def torch_dtype(name: str):
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")

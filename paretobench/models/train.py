@@ -437,9 +437,9 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
     # embedded model without it, those tokens knew they were asked about but not which of the
     # two (so the answer got the axis right and the direction at chance; see docs/notes)
     roler = torch.nn.Linear(dim, 3)
-    for m in (readout, probe, pointer, roler):
-        m.to(data.device)
     dev = data.device
+    for m in (readout, probe, pointer, roler):
+        m.to(dev)
     params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
     params += list(roler.parameters()) if cfg.roles else []
     params += list(readout.parameters()) if cfg.patch_labels else []

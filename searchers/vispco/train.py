@@ -115,7 +115,7 @@ class Session:
         self.engine = Engine(self.adapter)
         self.shape = DecoderShape.from_config(model.config.get_text_config())
         self.score = pruner.score_cost()
-        self.device = next(model.parameters()).device  # the predictor trains where the model runs
+        self.device = model.device  # the predictor trains where the model runs
         model.eval().requires_grad_(False)
 
     def batch(self, samples):
