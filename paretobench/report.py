@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from searchers.vispco import DEFAULT_KERNEL
+
 REPORTS = ("table1", "table2", "table3", "table4", "table5", "gap", "fig3", "fig6", "fig7")
 WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
 TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -87,7 +89,6 @@ def _vispco(runs, pruner, data_key):
     return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key]
 
 
-DEFAULT_KERNEL = "multistep"  # the vispco searcher's default
 
 
 def _default_kernel_run(runs):

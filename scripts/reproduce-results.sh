@@ -44,7 +44,7 @@ for step in $STEPS; do
       search --searcher nsga2 --pruner fastv --n 100 --param population=20
       search --searcher pymoo --pruner fastv --n 100 --param population=20
       search --searcher gsearch --pruner fastv --n 100
-      for kernel in psigmoid exponential linear gentle free; do
+      for kernel in psigmoid exponential linear gentle multistep free; do
         vispco --pruner fastv --param kernel=$kernel
       done ;;
     reports)  # Table 4's timings first (it reads the default VisPCO run's pick), then every report

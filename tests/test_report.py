@@ -18,7 +18,7 @@ def results(tmp_path_factory, tiny_model_dir, synth_dir):
     common = dict(pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2, out=str(out), batch_size=8)
     run(RunConfig(searcher="grid", n=8, budgets=(0.5, 0.7), **common), progress=False)
     run(RunConfig(searcher="random", n=8, budgets=(0.5, 0.7), **common), progress=False)
-    for kernel in ("psigmoid", "multistep"):
+    for kernel in ("psigmoid", "ledge"):
         params = {"kernel": kernel, "train": str(synth_dir / "synth8_train.tsv"), "steps": 3, "inner": 2, "probe": 8,
                   "batch_size": 4, "sweep": [0.5, 0.7]}  # fmt: skip
         run(RunConfig(searcher="vispco", n=8, budgets=(0.5,), params=params, **common), progress=False)
@@ -33,7 +33,7 @@ def _rows(path):
 def test_table2_lists_every_run_against_the_grid_frontier(results, tmp_path):
     made = build("table2", results, tmp_path)
     rows = {r["searcher"]: r for r in _rows(made["csv"])}
-    assert set(rows) == {"grid", "random", "vispco (psigmoid)", "vispco (multistep)"}
+    assert set(rows) == {"grid", "random", "vispco (psigmoid)", "vispco (ledge)"}
     assert float(rows["grid"]["igd_plus"]) == 0.0 and float(rows["grid"]["hv_ratio"]) == pytest.approx(1.0)
     for name, r in rows.items():
         assert float(r["igd_plus"]) >= 0 and float(r["seconds"]) > 0
@@ -61,7 +61,7 @@ def test_table3_is_table1_at_half_budget_per_model(results, tmp_path):
 
 def test_kernel_table_gap_and_figures(results, tmp_path):
     t5 = _rows(build("table5", results, tmp_path)["csv"])
-    assert sorted(r["kernel"] for r in t5) == ["multistep", "psigmoid"]
+    assert sorted(r["kernel"] for r in t5) == ["ledge", "psigmoid"]
     gap = _rows(build("gap", results, tmp_path)["csv"])
     assert len(gap) == 4  # two runs x budgets 0.5, 0.7
     for r in gap:
@@ -73,7 +73,7 @@ def test_kernel_table_gap_and_figures(results, tmp_path):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     curves = _rows(tmp_path / "fig6.csv")
-    assert {c["curve"] for c in curves} == {"multistep", "psigmoid"}
+    assert {c["curve"] for c in curves} == {"ledge", "psigmoid"}
 
 
 def test_table4_from_the_hardware_benchmark(results, tmp_path, synth_dir):

@@ -182,6 +182,9 @@ def test_vispco_run_trains_proposes_a_sweep_and_reports_the_gap(vispco_run):
     summary = json.loads((outcome.folder / "summary.json").read_text())
     report = summary["searcher_report"]
     assert report["training"]["steps"] == 6
+    # checkpoints scored before the first step and after the last; the kept one is one of them
+    assert [c["step"] for c in report["training"]["checkpoints"]] == [0, 6]
+    assert report["training"]["kept_step"] in (0, 6)
     assert (outcome.folder / "vispco-predictor.pt").is_file()
     budgets = [p["budget"] for p in report["proposals"]]
     assert 0.5 in budgets and budgets == sorted(budgets)
@@ -213,3 +216,81 @@ def test_training_split_must_match_the_evaluated_data():
     _check_train_split("synth8-train", ["my-benchmark"])  # no train split of its own: the user's choice
     with pytest.raises(ValueError, match="give --param train=synth8-native-train"):
         _check_train_split("synth8-train", ["synth8-native"])
+
+
+# ----------------------------------------------------------------------------- budgets and checkpoints
+def test_budgets_are_drawn_over_each_questions_own_range():
+    from searchers.vispco.train import TrainConfig, budget_floors
+
+    floors = torch.tensor([0.10, 0.50, 0.97])  # a large image, a small one, one that cannot prune under 0.95
+    assert budget_floors(floors, TrainConfig()).tolist() == pytest.approx([0.12, 0.52, 0.95])
+    assert budget_floors(floors, TrainConfig(budget_lo=0.3)).tolist() == pytest.approx([0.30, 0.52, 0.95])
+    with pytest.raises(ValueError, match="no training question can be pruned under budget_hi 0.9"):
+        budget_floors(torch.tensor([0.89, 0.95]), TrainConfig(budget_hi=0.9))
+    with pytest.raises(ValueError, match="select must be"):
+        TrainConfig(select="first")
+
+
+@pytest.fixture(scope="module")
+def session(tiny_model_dir):
+    from paretobench.models.loading import load_model
+    from pruners.fastv import FastV
+    from searchers.vispco.train import Session
+
+    m = load_model(str(tiny_model_dir))
+    return Session(m.model, m.processor, FastV())
+
+
+@pytest.fixture(scope="module")
+def train_samples(synth_dir):
+    from paretobench.data.tsv import read_tsv
+
+    return read_tsv(synth_dir / "synth8_train.tsv")
+
+
+def _space(session, samples):
+    from paretobench.evaluator import SearchSpace
+
+    n_text, n_visual = session.token_counts(samples)
+    return SearchSpace(session.shape, int(n_text.float().mean()), int(n_visual[0]), score=session.score)
+
+
+def test_training_keeps_the_checkpoint_whose_validation_score_is_lowest(session, train_samples):
+    from searchers.vispco.train import TrainConfig, train
+
+    seen, scores = [], iter([0.5, 0.2, 0.9, 0.4, 0.3])
+
+    def validate(predictor):
+        seen.append({k: v.clone() for k, v in predictor.state_dict().items()})
+        return next(scores)
+
+    cfg = TrainConfig(kernel="ledge", steps=4, batch_size=4, inner=2, val_every=1)
+    trained = train(session, train_samples, cfg, progress=False, validate=validate)
+    assert [c["step"] for c in trained.checkpoints] == [0, 1, 2, 3, 4]
+    assert trained.kept_step == 1 and trained.summary()["kept_step"] == 1
+    kept = trained.predictor.state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept)
+    assert not all(torch.equal(seen[1][k], seen[4][k]) for k in kept)  # training did move it after step 1
+    last = train(session, train_samples, TrainConfig(kernel="ledge", steps=4, batch_size=4, inner=2, select="last"),
+                 progress=False, validate=validate)  # fmt: skip
+    assert last.checkpoints == [] and last.kept_step is None
+    assert all(torch.equal(last.predictor.state_dict()[k], seen[4][k]) for k in kept)  # same seed: same last step
+
+
+def test_validation_scores_the_filled_picks_against_the_unpruned_model(session, train_samples):
+    from searchers.vispco.kernels import kernel
+    from searchers.vispco.predictor import RatioPredictor
+    from searchers.vispco.train import Validation
+
+    probe = train_samples[:6]
+    space = _space(session, probe)
+    predictor = RatioPredictor(session.shape.hidden, session.shape.layers, kernel("ledge")).eval()
+    with torch.no_grad():  # a flat curve (the ledge's final share f = 1): its shape is keep-all
+        predictor.head.bias[2] = 30.0
+    # at a budget of 1 the filled pick keeps every token: the unpruned forward itself, KL 0
+    assert Validation(session, probe, (1.0,), space)(predictor) == pytest.approx(0.0, abs=1e-6)
+    low = Validation(session, probe, (0.3, 0.5), space)
+    assert low.budgets == [0.3, 0.5] and low(predictor) > 1e-4
+    assert Validation(session, probe, (0.01, 0.5), space).budgets == [0.5]  # under the floor: left out
+    with pytest.raises(ValueError, match="no validation budget"):
+        Validation(session, probe, (0.01,), space)

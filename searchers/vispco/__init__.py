@@ -8,7 +8,9 @@ Unlike the black-box searchers it needs the model: the run loop calls ``prepare`
 the first ``ask``, which trains the predictor (or loads the one this run saved before,
 ``vispco-predictor.pt`` in the run folder, when its settings match) and reads the schedules
 off it: per budget, the predictor's mean curve in whole tokens (``schedule``) and the same
-shape scaled to fill the budget (``filled``, the pick unless ``fill=False``). The run's
+shape scaled to fill the budget (``filled``, the pick unless ``fill=False``). Of the predictors
+seen during training, the one kept is the one whose picks, pruned physically on the held-out
+questions, stay closest to the unpruned model (``select=best``). The run's
 ``summary.json`` holds the training summary and, per budget, the relaxed cost and KL next to
 the realised ones.
 
@@ -25,6 +27,11 @@ from pathlib import Path
 
 from searchers.base import Searcher
 
+# the searcher's default: the one kernel here that can keep a middle share through the early
+# layers and cut deep later, the shape the embedded models' best 50% schedules have and that
+# VisPCO's own objective prefers at fixed curves (docs/notes/vispco-training.md); the paper's
+# default is ``multistep``
+DEFAULT_KERNEL = "ledge"
 PREDICTOR_FILE = "vispco-predictor.pt"
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -33,13 +40,14 @@ class VisPCO(Searcher):
     name = "vispco"
     needs_model = True
 
-    def __init__(self, space, *, kernel: str = "multistep", steps: int = 240, train: str = "synth8-train",
+    def __init__(self, space, *, kernel: str | None = None, steps: int = 240, train: str = "synth8-train",
                  train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool = True, **kw):  # fmt: skip
         from searchers.vispco.train import TrainConfig
 
         hyper = {f.name for f in fields(TrainConfig)} - {"kernel", "steps", "seed"}
         settings = {k: kw.pop(k) for k in list(kw) if k in hyper}
         super().__init__(space, **kw)
+        kernel = kernel if kernel is not None else TrainConfig.kernel
         self.config = TrainConfig(kernel=kernel, steps=steps, seed=self.seed, **settings)
         if probe < 1:
             raise ValueError(f"vispco: probe must be >= 1, got {probe}")
@@ -83,7 +91,9 @@ class VisPCO(Searcher):
         path = folder / PREDICTOR_FILE
         trained = T.load(session, path, self.config)
         if trained is None:
-            trained = T.train(session, train_set, self.config, progress=progress)
+            # checkpoints are scored on the held-out questions the picks are read from
+            validate = T.Validation(session, probe, self.config.val_budgets, self.space)
+            trained = T.train(session, train_set, self.config, progress=progress, validate=validate)
             folder.mkdir(parents=True, exist_ok=True)
             T.save(trained, path)
         self.trained = trained

@@ -28,6 +28,7 @@ from paretobench.engine import Engine
 from paretobench.flops import DecoderShape
 from paretobench.relaxed import Relaxation, relaxed_prefill
 from paretobench.schedule import PruningSchedule, keep_count
+from searchers.vispco import DEFAULT_KERNEL
 from searchers.vispco.kernels import kernel
 from searchers.vispco.objective import AugmentedLagrangian, relaxed_fraction
 from searchers.vispco.predictor import RatioPredictor, pooled_inputs
@@ -35,7 +36,7 @@ from searchers.vispco.predictor import RatioPredictor, pooled_inputs
 
 @dataclass(frozen=True)
 class TrainConfig:
-    kernel: str = "multistep"  # psigmoid, exponential, linear, gentle, multistep, free
+    kernel: str = DEFAULT_KERNEL  # psigmoid, exponential, linear, gentle, multistep, free, ledge
     steps: int = 240
     batch_size: int = 16
     lr: float = 5e-3  # the paper's 4e-4 moves the predictor too little in a few hundred steps
@@ -48,7 +49,7 @@ class TrainConfig:
     standardise: bool = False  # rank on per-row standardised scores (see paretobench.relaxed)
     clip: float = 1.0  # gradient norm clipping of the predictor's update (0: none)
     inner: int = 20  # steps per outer iteration of Algorithm 1
-    budget_lo: float | None = None  # None: the inputs' text-only floor + 0.02
+    budget_lo: float | None = None  # None: each question's own text-only floor + 0.02
     budget_hi: float = 0.95
     bins: int = 4  # budget bins, one multiplier each
     constraint: str = "inequality"  # F <= B (paper) or F = B (see objective.py)
@@ -56,6 +57,14 @@ class TrainConfig:
     hidden: int = 64
     seed: int = 0
     equalise_bins: int = 10  # token-count bins of the resampling
+    # checkpoint selection: every ``val_every`` steps (and before the first) the predictor's
+    # picks at ``val_budgets`` are pruned physically on the held-out questions, and the
+    # predictor whose picks have the lowest mean KL to the unpruned model is the one kept
+    # ("last": keep the final one). The straight-through gradient's direction is noisy
+    # (docs/notes/vispco-training.md), so the descent can walk away from better curves it passed
+    select: str = "best"
+    val_every: int = 40
+    val_budgets: tuple[float, ...] = (0.3, 0.5, 0.7)
 
     def __post_init__(self):
         kernel(self.kernel, steps=self.multisteps)  # raises on an unknown name
@@ -64,6 +73,14 @@ class TrainConfig:
                 raise ValueError(f"vispco: {name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.budget_hi <= 1:
             raise ValueError(f"vispco: budget_hi must be in (0, 1], got {self.budget_hi}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"vispco: select must be 'best' or 'last', got {self.select!r}")
+        if int(self.val_every) < 1:
+            raise ValueError(f"vispco: val_every must be >= 1, got {self.val_every}")
+        budgets = (self.val_budgets,) if isinstance(self.val_budgets, (int, float)) else self.val_budgets
+        object.__setattr__(self, "val_budgets", tuple(float(b) for b in budgets))
+        if not self.val_budgets or not all(0 < b <= 1 for b in self.val_budgets):
+            raise ValueError(f"vispco: val_budgets must be fractions in (0, 1], got {self.val_budgets}")
 
 
 def equalised_weights(counts, bins: int = 10) -> torch.Tensor:
@@ -95,6 +112,8 @@ class Trained:
     budget_range: tuple[float, float]
     log: list[dict] = field(default_factory=list)  # one entry per step
     outer: list[dict] = field(default_factory=list)  # one per outer iteration
+    checkpoints: list[dict] = field(default_factory=list)  # {step, val_kl}: the held-out KL of the picks
+    kept_step: int | None = None  # the checkpoint kept (None: the last, no validation)
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -103,7 +122,8 @@ class Trained:
         return {"config": asdict(self.config), "sigma": self.sigma, "budget_range": list(self.budget_range),
                 "seconds": self.seconds, "steps": len(self.log), "final_kl": mean("kl"),
                 "final_violation": mean("violation"), "lam": self.outer[-1]["lam_after"] if self.outer else None,
-                "w": self.outer[-1]["w"] if self.outer else None}  # fmt: skip
+                "w": self.outer[-1]["w"] if self.outer else None, "checkpoints": self.checkpoints,
+                "kept_step": self.kept_step}  # fmt: skip
 
 
 class Session:
@@ -131,15 +151,16 @@ class Session:
         """(B,) text and visual tokens of each sample (no model forward, no image encoded)."""
         return token_counts(self.adapter, samples)
 
-    def floor(self, samples) -> float:
-        """The highest text-only cost fraction of the samples (every visual token dropped before
-        layer 0)."""
-        n_text, n_visual = self.token_counts(samples)
-        zero = torch.zeros(len(samples), self.shape.layers)
-        return float(relaxed_fraction(self.shape, zero, n_text, n_visual, mode=self.mode).max())
+    def floors(self, n_text: torch.Tensor, n_visual: torch.Tensor) -> torch.Tensor:
+        """(B,) the text-only cost fraction of samples with these token counts: every visual
+        token dropped before layer 0, the cheapest their budgets can be."""
+        zero = torch.zeros(len(n_text), self.shape.layers)
+        return relaxed_fraction(self.shape, zero, n_text, n_visual, mode=self.mode).detach()
 
 
-def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True, counts=None) -> Trained:
+def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True, validate=None) -> Trained:
+    """Algorithm 1 on ``samples``. ``validate(predictor) -> float`` (lower is better, e.g.
+    ``Validation``) scores checkpoints for ``cfg.select``; without it the last step is kept."""
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     layers = session.shape.layers
@@ -147,15 +168,13 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     predictor = RatioPredictor(dim, layers, kernel(cfg.kernel, steps=cfg.multisteps), hidden=cfg.hidden)
     predictor.to(session.device)
     opt = torch.optim.AdamW(predictor.parameters(), lr=cfg.lr)
-    counts = counts if counts is not None else session.token_counts(samples)[1].tolist()
-    weights = equalised_weights(counts, cfg.equalise_bins)
-    nv = max(counts)
+    n_text, n_visual = session.token_counts(samples)
+    weights = equalised_weights(n_visual.tolist(), cfg.equalise_bins)
+    lows = budget_floors(session.floors(n_text, n_visual), cfg)
+    nv = int(n_visual.max())
     sigma = cfg.sigma if cfg.sigma is not None else max(1.0, 10.0 * nv / 576)
     relax = Relaxation(sigma=sigma, temperature=cfg.temperature, standardise=cfg.standardise)
-    lo = cfg.budget_lo if cfg.budget_lo is not None else session.floor(samples[:32]) + 0.02
-    hi = cfg.budget_hi
-    if not lo < hi:
-        raise ValueError(f"vispco: the budget range [{lo:.3f}, {hi:.3f}] is empty")
+    lo, hi = float(lows.min()), cfg.budget_hi
     al = AugmentedLagrangian(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, eps=cfg.eps, bins=cfg.bins, lo=lo, hi=hi,
                              constraint=cfg.constraint)  # fmt: skip
     idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
@@ -164,11 +183,14 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     bar = _bar(progress, cfg.steps)
     seen_b, seen_f = [], []
     t0 = time.perf_counter()
+    best = _Checkpoints(out, validate if cfg.select == "best" else None)
+    best.offer(0)
     try:
         for step in range(cfg.steps):
             idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
             state, teacher, n_text, n_visual = session.batch([samples[i] for i in idx])
-            budget = lo + (hi - lo) * torch.rand(len(idx), generator=g)
+            low = lows[idx]
+            budget = low + (hi - low) * torch.rand(len(idx), generator=g)
             keep = predictor(pooled_inputs(state), budget.to(session.device))
             student = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
             kl = kl_to_teacher(student.logits, teacher).cpu()
@@ -188,14 +210,59 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
             if (step + 1) % cfg.inner == 0:
                 out.outer.append({"step": step + 1, **al.update(torch.cat(seen_b), torch.cat(seen_f))})
                 seen_b, seen_f = [], []
+            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+                best.offer(step + 1)
             bar.set_postfix(kl=f"{entry['kl']:.3f}", viol=f"{entry['violation']:.3f}", lam=f"{al.lam:g}",
-                            w=f"{entry['w']:.2f}", refresh=False)  # fmt: skip
+                            w=f"{entry['w']:.2f}", **best.postfix(), refresh=False)  # fmt: skip
             bar.update(1)
     finally:
         bar.close()
+    best.restore()
     out.seconds = time.perf_counter() - t0
     predictor.eval()
     return out
+
+
+class _Checkpoints:
+    """The predictor with the lowest validation score seen so far (a copy of its weights)."""
+
+    def __init__(self, trained: Trained, validate):
+        self.trained, self.validate = trained, validate
+        self.score, self.state = float("inf"), None
+
+    def offer(self, step: int) -> None:
+        if self.validate is None:
+            return
+        p = self.trained.predictor
+        p.eval()
+        score = float(self.validate(p))
+        p.train()
+        self.trained.checkpoints.append({"step": step, "val_kl": score})
+        if score < self.score:
+            self.score, self.trained.kept_step = score, step
+            self.state = {k: v.detach().clone() for k, v in p.state_dict().items()}
+
+    def postfix(self) -> dict:
+        return {} if self.trained.kept_step is None else {"best": f"{self.score:.3f}@{self.trained.kept_step}"}
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.trained.predictor.load_state_dict(self.state)
+
+
+def budget_floors(floors: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """(N,) the lowest budget each training question is drawn at: 0.02 over its own text-only
+    cost (or ``cfg.budget_lo`` if that is higher). Budgets are drawn per question between this
+    and ``cfg.budget_hi``: where the token count varies (native resolution) a small image's
+    text-only cost can be 0.7 while a large one's is 0.1, and one range for all would either
+    ask the impossible of small images or never train the predictor at low budgets."""
+    lows = floors.double() + 0.02
+    if cfg.budget_lo is not None:
+        lows = lows.clamp(min=cfg.budget_lo)
+    if not bool((lows < cfg.budget_hi).any()):
+        raise ValueError(f"vispco: no training question can be pruned under budget_hi {cfg.budget_hi:g} "
+                         f"(the lowest budget any of them reaches is {float(lows.min()):.3f})")  # fmt: skip
+    return lows.clamp(max=cfg.budget_hi).float()
 
 
 def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, lo: float, hi: float) -> float:
@@ -240,6 +307,36 @@ class Proposal:
         return d
 
 
+def filled_schedule(space, curve, budget: float) -> PruningSchedule:
+    """A mean keep curve's shape (from 1 at its first layer) scaled to fill ``budget``."""
+    top = max(float(curve[0]), 1e-6)
+    return space.scaled([float(k) / top for k in curve], budget)
+
+
+class Validation:
+    """Scores a predictor as the searcher will use it: per budget, the filled pick of its mean
+    curve over held-out questions, pruned physically; the mean KL to the unpruned model.
+    The questions are encoded and the teacher run once."""
+
+    def __init__(self, session: Session, samples, budgets, space):
+        self.session, self.space = session, space
+        self.budgets = [float(b) for b in budgets if b >= space.floor + 1e-9]
+        if not self.budgets:
+            raise ValueError(f"vispco: no validation budget is above the cheapest cost {space.floor:.3f}")
+        self.state, self.teacher, _, _ = session.batch(samples)
+        self.pooled = pooled_inputs(self.state)
+
+    @torch.no_grad()
+    def __call__(self, predictor) -> float:
+        s, total = self.session, 0.0
+        for b in self.budgets:
+            budget = torch.full((self.pooled.shape[0],), b, device=s.device)
+            curve = predictor(self.pooled, budget).mean(0).tolist()
+            pick = filled_schedule(self.space, curve, b)
+            total += float(kl_to_teacher(s.engine.prefill(self.state, pick, s.pruner).logits, self.teacher).mean())
+        return total / len(self.budgets)
+
+
 @torch.no_grad()
 def propose(session: Session, trained: Trained, probe, budgets, space) -> list[Proposal]:
     """Per budget: the predictor's keep curves for the probe questions, averaged into one
@@ -264,8 +361,7 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
         schedule = PruningSchedule(tuple(keep_count(k, nv) / nv for k in mean))
         if space.fraction(schedule) > b:
             schedule = space.scaled(schedule.keep, b)
-        top = max(mean[0], 1e-6)
-        filled = space.scaled([k / top for k in mean], b)
+        filled = filled_schedule(space, mean, b)
         hard = session.engine.prefill(state, schedule, session.pruner)
         out.append(Proposal(
             budget=float(b), schedule=schedule, filled=filled, mean_keep=mean, relaxed_flops=float(flops.mean()),
@@ -295,5 +391,5 @@ def load(session: Session, path, cfg: TrainConfig) -> Trained | None:
     predictor.load_state_dict(saved["state_dict"])
     predictor.to(session.device).eval()
     out = Trained(predictor, cfg, summary["sigma"], tuple(summary["budget_range"]), saved["log"], saved["outer"],
-                  summary["seconds"])  # fmt: skip
+                  summary.get("checkpoints", []), summary.get("kept_step"), summary["seconds"])  # fmt: skip
     return out
