@@ -44,6 +44,37 @@ class SeqState:
     def visual_counts(self) -> list[int]:
         return self.visual.sum(1).tolist()
 
+    def rows(self) -> list[SeqState]:
+        """One state per row, its padding removed (``stack`` puts them back together)."""
+        out = []
+        for b in range(self.valid.shape[0]):
+            v = self.valid[b]
+            nv = self.n_visual[b]
+            by_slot = {k: t[b : b + 1, :nv] for k, t in self.by_slot.items()}
+            h0 = None if self.h0 is None else self.h0[b : b + 1, v]
+            out.append(SeqState(self.h[b : b + 1, v], self.pos[..., b : b + 1, :][..., v], self.valid[b : b + 1, v],
+                                self.slot[b : b + 1, v], [self.keys[b]], [nv], h0, by_slot))  # fmt: skip
+        return out
+
+    @staticmethod
+    def stack(rows: list[SeqState]) -> SeqState:
+        """Single-row states (``rows``) as one left-padded batch, as ``prepare`` builds it."""
+
+        def pad(xs, value, dim=1):  # left-pad along ``dim`` to the longest, then concatenate rows
+            n = max(x.shape[dim] for x in xs)
+            return torch.cat([torch.nn.functional.pad(x, _left(x, dim, n - x.shape[dim]), value=value) for x in xs],
+                             dim=-2 if dim == -1 else 0)  # fmt: skip
+
+        def pad_right(xs):  # per-slot data: zero past a row's visual tokens
+            n = max(x.shape[1] for x in xs)
+            return torch.cat([torch.nn.functional.pad(x, _right(x, 1, n - x.shape[1])) for x in xs], 0)
+
+        h0 = None if rows[0].h0 is None else pad([r.h0 for r in rows], 0.0)
+        by_slot = {k: pad_right([r.by_slot[k] for r in rows]) for k in rows[0].by_slot}
+        return SeqState(pad([r.h for r in rows], 0.0), pad([r.pos for r in rows], 1, dim=-1),
+                        pad([r.valid for r in rows], False), pad([r.slot for r in rows], -1),
+                        [k for r in rows for k in r.keys], [n for r in rows for n in r.n_visual], h0, by_slot)  # fmt: skip
+
     def compact(self, keep: torch.Tensor, lengths: list[int]) -> SeqState:
         """Keep the positions where ``keep`` (B, n) is True, in order, left-padded again;
         ``lengths`` are the rows' kept counts (the caller knows them: no device sync here)."""
@@ -275,3 +306,14 @@ def _as_keep_mask(chosen, shape) -> torch.Tensor:
     row = torch.cat([torch.full((len(c),), b, dtype=torch.long, device=device) for b, c in enumerate(chosen)])
     keep[row, torch.cat(list(chosen)).long()] = True
     return keep
+
+
+def _left(x: torch.Tensor, dim: int, n: int) -> tuple[int, ...]:
+    """``F.pad``'s argument that adds ``n`` entries before ``x``'s dimension ``dim``."""
+    dim = dim % x.dim()
+    return (0, 0) * (x.dim() - 1 - dim) + (n, 0)
+
+
+def _right(x: torch.Tensor, dim: int, n: int) -> tuple[int, ...]:
+    dim = dim % x.dim()
+    return (0, 0) * (x.dim() - 1 - dim) + (0, n)

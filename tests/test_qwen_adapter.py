@@ -304,3 +304,24 @@ def test_vitcop_preset_runs_on_qwen_images_of_different_sizes(samples):
         assert torch.equal(kept.slot[b][kept.visual[b]], want.sort().values)
     alone = [a.prepare(a.encode([s], image_fn, vision_extras=True), keys=[i]) for i, s in enumerate(samples)]
     assert_batch_equals_alone(a, state, alone, schedule, pruner)
+
+
+def test_a_batch_split_into_rows_and_stacked_again_is_the_batch(tiny, samples):
+    """``SeqState.rows``/``stack`` (VisPCO's training cache) rebuild ``prepare``'s padded batch
+    exactly, whatever order the rows come back in."""
+    from paretobench.engine import SeqState
+
+    model, processor = tiny
+    a, _, state = _state(model, processor, samples, keys=["a", "b", "c"])
+    rows = state.rows()
+    assert [r.n_visual for r in rows] == [[12], [4], [12]] and all(bool(r.valid.all()) for r in rows)
+    again = SeqState.stack(rows)
+    for name in ("h", "pos", "valid", "slot", "h0"):
+        assert torch.equal(getattr(again, name), getattr(state, name)), name
+    assert again.keys == state.keys and again.n_visual == state.n_visual
+    # another order: the same as preparing the samples in that order
+    order = [2, 1, 0]
+    _, _, want = _state(model, processor, samples, batch=[samples[i] for i in order], keys=["c", "b", "a"])
+    got = SeqState.stack([rows[i] for i in order])
+    for name in ("h", "pos", "valid", "slot"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name

@@ -294,3 +294,17 @@ def test_validation_scores_the_filled_picks_against_the_unpruned_model(session, 
     assert Validation(session, probe, (0.01, 0.5), space).budgets == [0.5]  # under the floor: left out
     with pytest.raises(ValueError, match="no validation budget"):
         Validation(session, probe, (0.01,), space)
+
+
+def test_cached_batches_equal_fresh_ones(session, train_samples):
+    """Training encodes each question and runs the teacher once; a batch built from the cache,
+    in any composition, equals one encoded afresh."""
+    first, second = train_samples[:5], [train_samples[i] for i in (4, 7, 0, 9)]
+    session.batch(first, cache=True)
+    for batch in (second, first):
+        state, teacher, n_text, n_visual = session.batch(batch, cache=True)
+        want = session.batch(batch)
+        assert torch.equal(state.valid, want[0].valid) and torch.equal(state.slot, want[0].slot)
+        assert torch.allclose(state.h, want[0].h, atol=1e-6)
+        assert torch.allclose(teacher, want[1], atol=1e-5)
+        assert torch.equal(n_text, want[2]) and torch.equal(n_visual, want[3])

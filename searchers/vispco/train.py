@@ -1,14 +1,16 @@
 """Training VisPCO's ratio predictor (paper Algorithm 1) and reading schedules off it.
 
 Each step draws a batch of training questions (resampled so that their visual token counts are
-uniform, appendix C.1.1) and one budget per question, uniform over the range; the predictor
-gives each question a keep curve for its budget; the relaxed pruned forward
-(``paretobench.relaxed``) runs the frozen VLM with those curves, and the loss is
+uniform, appendix C.1.1) and one budget per question, uniform over that question's own range
+(``budget_floors``); the predictor gives each question a keep curve for its budget; the relaxed
+pruned forward (``paretobench.relaxed``) runs the frozen VLM with those curves, and the loss is
 
     KL(teacher || student)  on the answer's first token  +  the augmented-Lagrangian term,
 
 the teacher being the same model unpruned. Every ``inner`` steps is one outer iteration of
-Algorithm 1: the multipliers and the penalty are updated from the costs seen in it.
+Algorithm 1: the multipliers and the penalty are updated from the costs seen in it. Every
+``val_every`` steps the predictor is scored on held-out questions (``Validation``) and the best
+one is kept (``select``).
 
 Hyper-parameters are the paper's (appendix C.1.4: lambda 100, alpha 2, beta 0.5, eps 0.01,
 T 0.1, AdamW 4e-4, batch 16) except: sigma, the Gaussian width in token positions, is scaled
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from paretobench.adapters import adapter_for, token_counts
-from paretobench.engine import Engine
+from paretobench.engine import Engine, SeqState
 from paretobench.flops import DecoderShape
 from paretobench.relaxed import Relaxation, relaxed_prefill
 from paretobench.schedule import PruningSchedule, keep_count
@@ -138,14 +140,32 @@ class Session:
         self.device = model.device  # the predictor trains where the model runs
         model.eval().requires_grad_(False)
 
-    def batch(self, samples):
-        with torch.no_grad():
-            state = self.adapter.prepare(self.adapter.encode(samples), keys=[s.index for s in samples])
-            teacher = self.engine.prefill(state).logits
+    def batch(self, samples, *, cache: bool = False):
+        """A batch's layer-0 state, the unpruned model's logits (the teacher) and token counts.
+        With ``cache``, each sample is encoded and run unpruned once per session: training draws
+        every question several times, and the frozen model gives it the same state each time."""
+        if cache:
+            state, teacher = self._cached(samples)
+        else:
+            with torch.no_grad():
+                state = self.adapter.prepare(self.adapter.encode(samples), keys=[s.index for s in samples])
+                teacher = self.engine.prefill(state).logits
         # token counts, budgets and the relaxed cost stay on the CPU (a few numbers per row)
         n_visual = torch.tensor(state.n_visual)
         n_text = state.valid.sum(1).cpu() - n_visual
         return state, teacher, n_text, n_visual
+
+    @torch.no_grad()
+    def _cached(self, samples):
+        rows = self.__dict__.setdefault("_rows", {})  # sample index -> (single-row state, teacher logits)
+        new = list({s.index: s for s in samples if s.index not in rows}.values())
+        if new:
+            state = self.adapter.prepare(self.adapter.encode(new), keys=[s.index for s in new])
+            teacher = self.engine.prefill(state).logits
+            for s, row, t in zip(new, state.rows(), teacher):
+                rows[s.index] = (row, t)
+        picked = [rows[s.index] for s in samples]
+        return SeqState.stack([r for r, _ in picked]), torch.stack([t for _, t in picked])
 
     def token_counts(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) text and visual tokens of each sample (no model forward, no image encoded)."""
@@ -188,7 +208,7 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
     try:
         for step in range(cfg.steps):
             idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=g).tolist()
-            state, teacher, n_text, n_visual = session.batch([samples[i] for i in idx])
+            state, teacher, n_text, n_visual = session.batch([samples[i] for i in idx], cache=True)
             low = lows[idx]
             budget = low + (hi - low) * torch.rand(len(idx), generator=g)
             keep = predictor(pooled_inputs(state), budget.to(session.device))
