@@ -279,7 +279,10 @@ def table4(runs, out: Path) -> dict:
     for f in files:
         m = json.loads(f.read_text())
         for r in m["rows"]:
-            rows.append([m["model"], f"{m['device']} ({m['threads']} threads, {m['dtype']})", r["method"],
+            # the VisPCO row names the run whose pick it timed (files measured at different times
+            # may time different picks)
+            method = f"{r['method']} ({m['vispco_run']})" if "VisPCO" in r["method"] and m.get("vispco_run") else r["method"]
+            rows.append([m["model"], f"{m['device']} ({m['threads']} threads, {m['dtype']})", method,
                          f"{r['budget']:.0%}", _pct(r["flops_fraction"]),
                          f"{r['ttft_ms']:.1f} ± {r['ttft_ms_sd']:.1f}",
                          f"{r['tokens_per_s']:.1f} ± {r['tokens_per_s_sd']:.1f}", _pct(r["accuracy"])])  # fmt: skip

@@ -95,6 +95,7 @@ def test_table4_from_the_hardware_benchmark(results, tmp_path, synth_dir):
     assert float(rows[0]["flops_fraction"]) == 1.0 and float(rows[2]["flops_fraction"]) <= 0.5 + 1e-6
     assert all(float(r["ttft_ms"]) > 0 and float(r["tokens_per_s"]) > 0 for r in rows)
     assert "CPU" in rows[0]["device"]
+    assert f"| FastV + VisPCO ({vispco.name}) |" in (tmp_path / "table4.md").read_text()  # the pick's run
 
 
 def test_report_command_all_and_bad_names(results, tmp_path, capsys):

@@ -14,7 +14,7 @@ from paretobench.registry import PRUNERS
 from paretobench.schedule import PruningSchedule
 from paretobench.vlmeval_model import PrunedModel, read_export
 
-RUN = Path(__file__).parent.parent / "results" / "search" / "vispco-fastv-4f65628b"
+RUN = Path(__file__).parent.parent / "results" / "search" / "vispco-fastv-e2a18b8c"
 
 
 def test_export_of_a_runs_pick(tmp_path, capsys):
