@@ -55,7 +55,7 @@ class VisPCO(Searcher):
         feasible = self.space.floor + 1e-9
         self.sweep = sorted({round(float(b), 6) for b in (*sweep, *self.budgets) if b >= feasible})
         self.below_floor = sorted(float(b) for b in sweep if b < feasible)
-        self.trained = None
+        self.trained, self.loaded = None, False
         self.proposals: list = []
 
     @classmethod
@@ -90,6 +90,7 @@ class VisPCO(Searcher):
         folder = Path(folder)
         path = folder / PREDICTOR_FILE
         trained = T.load(session, path, self.config)
+        self.loaded = trained is not None  # the time it took is then not in this command's
         if trained is None:
             # checkpoints are scored on the held-out questions the picks are read from
             validate = T.Validation(session, probe, self.config.val_budgets, self.space)
@@ -131,6 +132,7 @@ class VisPCO(Searcher):
                          "flops_gap": None if r is None else r.flops_fraction - p.relaxed_flops,
                          "kl_gap": p.realised_kl - p.relaxed_kl})  # fmt: skip
         return {"training": None if self.trained is None else self.trained.summary(), "fill": self.fill,
+                "predictor_loaded": self.loaded,
                 "proposals": rows, "below_floor": self.below_floor}  # fmt: skip
 
 
