@@ -107,3 +107,27 @@ def test_report_command_all_and_bad_names(results, tmp_path, capsys):
     assert "did you mean 'table2'" in capsys.readouterr().err
     assert main(["report", "table2", "--results", str(tmp_path / "nothing")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_landscape_holdout_remeasures_the_stored_extremes_on_unseen_questions(results, tmp_path, synth_dir):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "landscape_holdout.py"
+    spec = importlib.util.spec_from_file_location("landscape_holdout", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stored, (data, limit, _) = mod.stored_schedules(results, "fastv", 0.5)
+    assert limit == 2 and len(stored) >= 2
+    assert all(0.45 < e.flops_fraction <= 0.5 for e in stored)
+    assert len({tuple(e.schedule) for e in stored}) == len(stored)  # each schedule once
+    out = tmp_path / "holdout.json"
+    assert mod.main(["--results", str(results), "--k", "1", "--out", str(out), "--json"]) == 0
+    got = json.loads(out.read_text())
+    assert got["selection_questions"] == 16 and got["heldout_questions"] == 32  # 6 per family, 2 seen
+    best, worst = got["rows"]
+    assert best["selection_accuracy"] == max(e.accuracy for e in stored)
+    assert worst["selection_accuracy"] == min(e.accuracy for e in stored)
+    assert got["spread_heldout_points"] == pytest.approx(100 * (best["heldout_accuracy"] - worst["heldout_accuracy"]))
+    with pytest.raises(ValueError, match="holds no run of sparsevlm"):
+        mod.stored_schedules(results, "sparsevlm", 0.5)
