@@ -138,6 +138,7 @@ class Session:
         self.shape = DecoderShape.from_config(model.config.get_text_config())
         self.score = pruner.score_cost()
         self.device = model.device  # the predictor trains where the model runs
+        self._rows: dict = {}  # training cache: sample index -> (its single-row state, teacher logits)
         model.eval().requires_grad_(False)
 
     def batch(self, samples, *, cache: bool = False):
@@ -157,7 +158,7 @@ class Session:
 
     @torch.no_grad()
     def _cached(self, samples):
-        rows = self.__dict__.setdefault("_rows", {})  # sample index -> (single-row state, teacher logits)
+        rows = self._rows
         new = list({s.index: s for s in samples if s.index not in rows}.values())
         if new:
             state = self.adapter.prepare(self.adapter.encode(new), keys=[s.index for s in new])
