@@ -8,7 +8,8 @@ import torch
 
 from paretobench.models.loading import load_model
 from paretobench.models.recipe import TrainConfig
-from paretobench.models.train import family_weights, parse_emphasis, patch_labels, train_embedded, transplant_decoder
+from paretobench.models.train import (family_weights, label_accuracy, label_loss, parse_emphasis, patch_labels,
+                                      train_embedded, transplant_decoder)  # fmt: skip
 from paretobench.data.tsv import read_tsv
 
 
@@ -28,6 +29,7 @@ def test_few_step_training_saves_a_loadable_model_and_record(trained, synth_dir)
     out, record = trained
     assert [h["step"] for h in record["history"]] == [2, 4]
     assert set(record["vision_patch_accuracy"]) == {"kind", "colour", "shape", "char", "value", "row", "col"}
+    assert set(record["vision_label_accuracy"]) == set(record["vision_patch_accuracy"])
     assert json.loads((out / "training.json").read_text())["config"]["steps"] == 4
     loaded = load_model(str(out))
     assert loaded.model.config.text_config.num_hidden_layers == 8
@@ -61,6 +63,30 @@ def test_patch_label_loss_trains_the_projector(trained, synth_dir, tmp_path):
     assert projector and not all(torch.equal(a[k], b[k]) for k in projector)
 
 
+def test_label_loss_and_accuracy_on_the_tokens_that_show_each_label():
+    """Three tokens: background, a red square, a character. Worked by hand: with ``shown_only`` the
+    character head's loss is its cross-entropy on the one character token alone; accuracy counts
+    only the tokens that show the label (object tokens for kind)."""
+    torch.manual_seed(0)
+    feats = torch.randn(3, 5)
+    heads = torch.nn.ModuleDict({"kind": torch.nn.Linear(5, 4), "char": torch.nn.Linear(5, 6)})
+    targets = {"kind": torch.tensor([0, 1, 3]), "char": torch.tensor([0, 0, 4])}
+    kind = torch.nn.functional.cross_entropy(heads["kind"](feats), targets["kind"])
+    char_all = torch.nn.functional.cross_entropy(heads["char"](feats), targets["char"])
+    char_shown = torch.nn.functional.cross_entropy(heads["char"](feats[2:]), targets["char"][2:])
+    assert torch.allclose(label_loss(heads, feats, targets, shown_only=False), kind + char_all)
+    assert torch.allclose(label_loss(heads, feats, targets, shown_only=True), kind + char_shown)
+    # no token shows the attribute: that head adds nothing (not a NaN from an empty mean)
+    none = {"kind": targets["kind"], "char": torch.zeros(3, dtype=torch.long)}
+    assert torch.allclose(label_loss(heads, feats, none, shown_only=True), kind)
+    with torch.no_grad():
+        heads["char"].weight.zero_()
+        heads["char"].bias.copy_(torch.tensor([5.0, 0, 0, 0, 1, 0]))  # always says "no character"
+    acc = label_accuracy(heads, feats, targets)
+    assert acc["char"] == (0, 1)  # right on the two tokens without a character, which do not count
+    assert acc["kind"][1] == 2
+
+
 def test_patch_labels_follow_the_scene(synth_dir):
     rows = read_tsv(synth_dir / "synth8_chart.tsv")
     labels = patch_labels(rows)
@@ -83,6 +109,7 @@ def test_vision_from_reuses_the_tower_and_records_the_chain(trained, synth_dir, 
     assert all(torch.equal(a[k], b[k]) for k in a if "vision_tower" in k)
     assert record["continued_from"]["config"]["steps"] == 4
     assert record["vision_patch_accuracy"] == record["continued_from"]["vision_patch_accuracy"]
+    assert record["vision_label_accuracy"] == record["continued_from"]["vision_label_accuracy"]
 
 
 

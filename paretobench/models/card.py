@@ -77,7 +77,7 @@ PROBES = {
 }
 
 
-READABLE = ("colour", "shape", "row", "col")
+READABLE = ("colour", "shape", "char", "row", "col")
 
 
 def _on(model, inputs: dict) -> dict:
@@ -86,10 +86,11 @@ def _on(model, inputs: dict) -> dict:
 
 
 def patch_readability(model, samples, *, steps: int = 300, processor=None) -> dict:
-    """Held-out accuracy of a linear probe per label, on object patches, at each stage the image
+    """Held-out accuracy of a linear probe per label, on the patches that show it (those of an
+    item with that attribute; every object patch for row and column), at each stage the image
     passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
     projector's; Qwen2.5-VL: the merged tokens (the vision model's output is the decoder's input)."""
-    from paretobench.models.train import LlavaImages, QwenImages
+    from paretobench.models.train import ATTRIBUTES, LlavaImages, QwenImages
 
     llava = model.config.model_type == "llava"
     data = (LlavaImages if llava else QwenImages)(samples, processor)
@@ -104,15 +105,14 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
         else:
             stages = {"merger": feats}
     labels = data.targets(rows)
-    on_object = labels["kind"] > 0
     out = {}
-    for where, x in stages.items():
-        x = x[on_object]
-        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-        half = len(x) // 2
+    for where, feats in stages.items():
         out[where] = {}
         for name in READABLE:
-            y = labels[name][on_object]
+            shown = labels[name] > 0 if name in ATTRIBUTES else labels["kind"] > 0
+            x, y = feats[shown], labels[name][shown]
+            x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+            half = len(x) // 2
             g = torch.Generator().manual_seed(0)
             probe = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
             with torch.no_grad():
@@ -191,7 +191,8 @@ def _stage2_text(r: dict) -> str:
                       "named item, the second or neither")
     if c.get("patch_labels"):
         extras.append(f"a patch-label loss (weight {c['patch_labels']}): linear heads on the {feeder}'s output read "
-                      "each patch's stage-1 labels (what is drawn, its row and column)")
+                      "each patch's stage-1 labels (what is drawn, its row and column"
+                      + ("; the attributes only where shown)" if c.get("shown_only") else ")"))
     return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
             f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}{_schedule_text(c)}"
             + "".join(f"; {e}" for e in extras)
@@ -210,10 +211,12 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         f"trained on, {training['held_out_rows']} held out for validation.",
         "",
         f"1. Vision tower alone, dense per-patch supervision (kind, colour, shape, character, bar value, row and "
-        f"column of what is drawn in each patch) plus a loss keeping each patch feature zero-mean and "
+        f"column of what is drawn in each patch{'; colour, shape, character and bar value learnt only on the patches that show them' if c1.get('shown_only') else ''}) plus a loss keeping each patch feature zero-mean and "
         f"unit-variance: {c1['vision_steps']} steps, batch {c1['vision_batch']}, AdamW lr {c1['vision_lr']}, "
         f"cosine, {first['minutes']['vision']} min. Held-out per-patch accuracy on object patches: "
-        + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + ".",
+        + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + "."
+        + ("" if not first.get("vision_label_accuracy") else " On the patches that show each label: "
+           + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_label_accuracy"].items()) + "."),
         ("2. Tower frozen; projector" if c1.get("arch", "llava") == "llava" else "2. ViT blocks frozen; merger")
         + " + decoder on the MCQ prompt, loss on the answer word and end of sequence"
         + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
@@ -342,8 +345,9 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
         read = probes["patch_readability"]
         lines += [
             "",
-            "What the decoder can read: a linear probe per label on object patches (fitted on half, scored on the "
-            "other half), at each stage the image passes on its way to the decoder:",
+            "What the decoder can read: a linear probe per label on the patches that show it (an item's colour, "
+            "shape or character; row and column on every object patch), fitted on half of them and scored on the "
+            "other half, at each stage the image passes on its way to the decoder:",
             "",
             "| features | " + " | ".join(READABLE) + " |",
             "|---" * (len(READABLE) + 1) + "|",

@@ -15,6 +15,10 @@ class TrainConfig:
     vision_batch: int = 64
     vision_lr: float = 1e-3
     vision_norm: float = 1.0  # weight of the loss that keeps each patch feature zero-mean, unit-variance
+    # the attribute heads (colour, shape, char, value) learn only from the tokens that show an item
+    # with that attribute; otherwise from every token, background (class 0) included, where a rare
+    # attribute (a character covers a few tokens of one image in eight) is drowned by the others
+    shown_only: bool = False
     vision_from: str = ""  # a model folder whose (stage-1) vision tower is reused; skips stage 1
     init_from: str = ""  # a trained model folder to continue stage 2 from (all weights); skips stage 1
     decoder_from: str = ""  # a trained model folder (either architecture) whose language model starts stage 2

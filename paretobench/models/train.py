@@ -113,6 +113,10 @@ def patch_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([lab[k] for lab in per]) for k in per[0]}
 
 
+# the labels that describe an item (0: the token shows no item with that attribute), against the
+# labels every token has (kind: 0 is background; row and column)
+ATTRIBUTES = ("colour", "shape", "char", "value")
+
 HEAD_SIZES = {"kind": 4, "colour": 1 + len(synth.COLOURS), "shape": 1 + len(synth.SHAPES),
               "char": 1 + len(synth.GLYPHS), "value": 10, "row": synth.GRID, "col": synth.GRID}  # fmt: skip
 
@@ -312,6 +316,29 @@ def vision_features(model, pix: torch.Tensor) -> torch.Tensor:
     return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
 
 
+def label_loss(heads, feats: torch.Tensor, targets: dict[str, torch.Tensor], shown_only: bool) -> torch.Tensor:
+    """Summed cross-entropy of each head's per-token label; with ``shown_only``, an attribute
+    head's mean runs over the tokens that show that attribute (see ``TrainConfig.shown_only``)."""
+    total = feats.new_zeros(())
+    for k, head in heads.items():
+        keep = targets[k] > 0 if shown_only and k in ATTRIBUTES else slice(None)
+        if shown_only and k in ATTRIBUTES and not bool(keep.any()):
+            continue
+        total = total + F.cross_entropy(head(feats[keep]).float(), targets[k][keep])
+    return total
+
+
+def label_accuracy(heads, feats: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """Per label, (hits, tokens) over the tokens that show it: an attribute's own tokens, the
+    object tokens for kind, row and column."""
+    obj = targets["kind"] > 0
+    out = {}
+    for k, head in heads.items():
+        on = targets[k] > 0 if k in ATTRIBUTES else obj
+        out[k] = (int((head(feats[on]).argmax(-1) == targets[k][on]).sum()), int(on.sum()))
+    return out
+
+
 def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig, rng, bar, log):
     modules = data.stage1_modules(model)
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(data.feature_dim(model), v) for k, v in data.head_sizes().items()})
@@ -326,7 +353,7 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
         rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
         feats = data.stage1_features(model, data.vision_inputs(rows))
         targets = data.targets(rows)
-        loss = sum(F.cross_entropy(heads[k](feats), targets[k]) for k in heads)
+        loss = label_loss(heads, feats, targets, cfg.shown_only)
         # LLaVA's projector has no normalisation layer: keep the features it reads normalised per
         # token (what a LayerNorm in front of it would do), so no shared offset drowns the patches
         mean, var = feats.mean(-1), feats.var(-1, unbiased=False)
@@ -340,9 +367,11 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
             bar.set_postfix(stage="vision", loss=f"{loss.item():.3f}")
     for m in modules:
         m.eval()
-    # held-out per-patch accuracy of each head, on object patches (background is easy)
+    # held-out accuracy of each head: on all object patches (background is easy), and on the
+    # patches that show its label (an attribute's own: on object patches a character head is
+    # right wherever no character is drawn, which hid a tower that could not read)
     with torch.no_grad():
-        acc = {k: [] for k in heads}
+        acc, shown = {k: [] for k in heads}, {k: [0, 0] for k in heads}
         for i in range(0, len(val_rows), 128):
             r = val_rows[i : i + 128]
             feats = data.stage1_features(model, data.vision_inputs(r))
@@ -350,9 +379,13 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
             obj = targets["kind"] > 0
             for k in heads:
                 acc[k].append((heads[k](feats).argmax(-1) == targets[k])[obj].float())
+            for k, (hits, n) in label_accuracy(heads, feats, targets).items():
+                shown[k][0] += hits
+                shown[k][1] += n
     result = {k: round(torch.cat(v).mean().item(), 4) for k, v in acc.items()}
-    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}")
-    return result
+    where = {k: round(h / max(n, 1), 4) for k, (h, n) in shown.items()}
+    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}; on the patches showing each label {where}")
+    return {"object_patches": result, "shown": where}
 
 
 def answer_accuracy(model, data: ImageData, ids, starts, rows, pad_id, families, batch=64):
@@ -478,8 +511,7 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
                 if bool((want >= 0).any()):
                     loss = loss + cfg.roles * F.cross_entropy(roler(h).float(), want, ignore_index=-100)
             if cfg.patch_labels:
-                read = sum(F.cross_entropy(readout[k](states).float(), targets[k]) for k in readout)
-                loss = loss + cfg.patch_labels * read
+                loss = loss + cfg.patch_labels * label_loss(readout, states, targets, cfg.shown_only)
             if cfg.pointing:
                 at = torch.tensor([starts[r] - 1 for r in rows], device=dev)
                 h = out.hidden_states[cfg.pointing_layer][torch.arange(len(rows), device=dev), at]
@@ -621,7 +653,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         prior = None
         vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log)
     if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
-        vision = prior["vision_patch_accuracy"]
+        vision = {"object_patches": prior["vision_patch_accuracy"], "shown": prior.get("vision_label_accuracy")}
     decoder = None
     if cfg.decoder_from:
         decoder = transplant_decoder(model, processor.tokenizer, Path(cfg.decoder_from))
@@ -648,7 +680,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
                 "language": round((t_end - t2) / 60, 2),
             },
             "train_data_sha256": train_sha,
-            "vision_patch_accuracy": vision,
+            "vision_patch_accuracy": vision["object_patches"],
+            "vision_label_accuracy": vision["shown"],  # None for towers trained before it was measured
             "history": history,
             "continued_from": prior,
             "decoder_from": decoder,
