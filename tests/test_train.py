@@ -30,6 +30,9 @@ def test_few_step_training_saves_a_loadable_model_and_record(trained, synth_dir)
     assert [h["step"] for h in record["history"]] == [2, 4]
     assert set(record["vision_patch_accuracy"]) == {"kind", "colour", "shape", "char", "value", "row", "col"}
     assert set(record["vision_label_accuracy"]) == set(record["vision_patch_accuracy"])
+    # stage 1 is validated every val_every (2) steps and at its end (3)
+    assert [h["step"] for h in record["vision_history"]] == [2, 3]
+    assert record["vision_history"][-1]["char"] == record["vision_label_accuracy"]["char"]
     assert json.loads((out / "training.json").read_text())["config"]["steps"] == 4
     loaded = load_model(str(out))
     assert loaded.model.config.text_config.num_hidden_layers == 8
@@ -40,7 +43,7 @@ def test_training_is_deterministic_and_stage_two_leaves_the_tower_alone(trained,
     out, _ = trained
     cfg = _cfg(synth_dir, tmp_path)
     cfg.steps = 0  # stage 1 only: the tower must then equal the full run's tower
-    cfg.val_every = 1
+    cfg.val_every = 1  # validated after every step: validation must not change what is trained
     train_embedded(cfg, log=lambda m: None)
     full, tower_only = load_model(str(out)).model, load_model(str(tmp_path)).model
     a, b = full.state_dict(), tower_only.state_dict()

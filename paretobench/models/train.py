@@ -347,6 +347,7 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
     for m in modules:
         m.train()
+    history = []  # held-out accuracy on the patches showing each label, every ``val_every`` steps
     for step in range(cfg.vision_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.vision_steps, cfg.warmup, cfg.vision_lr)
@@ -365,11 +366,25 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(stage="vision", loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.val_every == 0 and step + 1 < cfg.vision_steps:
+            _, shown = held_out_labels(model, data, heads, val_rows)
+            history.append({"step": step + 1, **shown})
+            log(f"step {step + 1} (stage 1): held-out accuracy on the patches showing each label {shown}")
     for m in modules:
         m.eval()
-    # held-out accuracy of each head: on all object patches (background is easy), and on the
-    # patches that show its label (an attribute's own: on object patches a character head is
-    # right wherever no character is drawn, which hid a tower that could not read)
+    result, shown = held_out_labels(model, data, heads, val_rows)
+    history.append({"step": cfg.vision_steps, **shown})
+    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}; on the patches showing each label {shown}")
+    return {"object_patches": result, "shown": shown, "history": history}
+
+
+def held_out_labels(model, data: ImageData, heads, val_rows) -> tuple[dict, dict]:
+    """Held-out accuracy of each stage-1 head: on all object patches (background is easy), and on
+    the patches that show its label (see ``label_accuracy``: on object patches a character head is
+    right wherever no character is drawn, which hid a tower that could not read)."""
+    modes = [(m, m.training) for m in data.stage1_modules(model)]
+    for m, _ in modes:
+        m.eval()
     with torch.no_grad():
         acc, shown = {k: [] for k in heads}, {k: [0, 0] for k in heads}
         for i in range(0, len(val_rows), 128):
@@ -382,10 +397,10 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
             for k, (hits, n) in label_accuracy(heads, feats, targets).items():
                 shown[k][0] += hits
                 shown[k][1] += n
+    for m, training in modes:
+        m.train(training)
     result = {k: round(torch.cat(v).mean().item(), 4) for k, v in acc.items()}
-    where = {k: round(h / max(n, 1), 4) for k, (h, n) in shown.items()}
-    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}; on the patches showing each label {where}")
-    return {"object_patches": result, "shown": where}
+    return result, {k: round(h / max(n, 1), 4) for k, (h, n) in shown.items()}
 
 
 def answer_accuracy(model, data: ImageData, ids, starts, rows, pad_id, families, batch=64):
@@ -653,7 +668,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
         prior = None
         vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log)
     if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
-        vision = {"object_patches": prior["vision_patch_accuracy"], "shown": prior.get("vision_label_accuracy")}
+        vision = {"object_patches": prior["vision_patch_accuracy"], "shown": prior.get("vision_label_accuracy"),
+                  "history": prior.get("vision_history", [])}
     decoder = None
     if cfg.decoder_from:
         decoder = transplant_decoder(model, processor.tokenizer, Path(cfg.decoder_from))
@@ -682,6 +698,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "train_data_sha256": train_sha,
             "vision_patch_accuracy": vision["object_patches"],
             "vision_label_accuracy": vision["shown"],  # None for towers trained before it was measured
+            "vision_history": vision["history"],
             "history": history,
             "continued_from": prior,
             "decoder_from": decoder,
