@@ -1,9 +1,13 @@
-"""Scoring without an LLM judge, by VLMEvalKit's exact-matching rules.
+"""Scoring without an LLM judge, by VLMEvalKit's exact-matching rules (its ``can_infer``).
 
-MCQ: punctuation ``.()[],:;!*#{}`` becomes spaces and the answer splits into words. If exactly
-one option letter appears as a word, that is the choice. Otherwise, if exactly one option's
-text (lower-cased) is a substring of the lower-cased answer, that option. Otherwise there is no
-choice and the answer counts as wrong. Canned refusals map to no choice ("Z").
+MCQ, first by option letter: punctuation ``.()[],:;!*#{}`` becomes spaces and the answer splits
+into words. If exactly one option letter appears as a word, among the answer's last four words,
+that is the choice (a letter early in a long answer is more likely an article or a list item
+than a choice). If no letter appears but "Z" does, there is no choice; canned refusals are no
+choice too. Failing those, "answer is X" (optionally "correct answer is **X**", any case) names
+the choice. Then by option text: if exactly one option's text (lower-cased) is a substring of
+the lower-cased answer, that option, unless the answer is more than twice as long as all the
+options' texts together. Otherwise there is no choice and the answer counts as wrong.
 
 VQA: the answer and each reference are normalised (lower case, punctuation and articles removed,
 whitespace collapsed); the answer is right if it equals a reference, or, for a one-word
@@ -22,12 +26,20 @@ _REFUSALS = (
     "I'm sorry, but without the image provided",
     "Cannot determine the answer",
 )
+_API_FAILURE = "Failed to obtain answer via API"  # an API model's placeholder: no letter in it counts
+_ANSWER_IS = re.compile(r"(?:correct\s+)?answer\s+is\s+\**([ABCD])\**", re.IGNORECASE)
+_TAIL = 4  # a lone option letter counts only among the answer's last this many words
 NO_CHOICE = "Z"
-SCORING_VERSION = 1  # bump when a rule below changes what counts as correct (part of every evaluation key)
+# bump when a rule above changes what counts as correct (part of every evaluation key); 2: the
+# letter must be among the last four words, "answer is X", the length limit on text matching
+SCORING_VERSION = 2
 
 
 def infer_option_letter(answer: str, options: dict[str, str]) -> str | None:
-    """The option letter standing alone as a word, if exactly one does; ``"Z"`` for a refusal."""
+    """The option letter the answer names (see the module's rules), ``"Z"`` for no choice, or None
+    to fall back on the options' texts."""
+    if _API_FAILURE in answer:
+        return None
     if any(r in answer for r in _REFUSALS):
         return NO_CHOICE
     text = answer
@@ -35,16 +47,22 @@ def infer_option_letter(answer: str, options: dict[str, str]) -> str | None:
         text = text.replace(c, " ")
     words = text.split()
     found = [k for k in options if k in words]
-    if len(found) == 1:
+    if len(found) == 1 and words.index(found[0]) >= len(words) - _TAIL:
         return found[0]
     if not found and NO_CHOICE in words:
         return NO_CHOICE
+    named = _ANSWER_IS.search(answer)
+    if named and named.group(1).upper() in options:
+        return named.group(1).upper()
     return None
 
 
 def infer_option_text(answer: str, options: dict[str, str]) -> str | None:
-    """The option whose text is contained in the answer, if exactly one is."""
+    """The option whose text is contained in the answer, if exactly one is (and the answer is at
+    most twice as long as the options' texts together)."""
     low = answer.lower()
+    if len(low) > 2 * sum(len(str(v)) for v in options.values()):
+        return None
     found = [k for k, v in options.items() if str(v).lower() in low]
     return found[0] if len(found) == 1 else None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from paretobench.evaluator import Evaluator, Workload
 from paretobench.registry import DEFAULT_MODEL
+from paretobench.scoring import SCORING_VERSION
 from paretobench.store import Evaluation, Store, content_hash
 
 RUNNERS = ("local", "ray")
@@ -106,7 +107,10 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                                                 **cfg.params)  # fmt: skip
         resolved = searcher.identity()
         name = cfg.run_name(resolved)
-        store.begin_run(name, {**cfg.identity(), "resolved": resolved} if resolved else cfg.identity())
+        # the scoring rules' version is recorded with the run but left out of its name: a run scored
+        # under other rules is refused on resumption (its evaluations' keys differ), not renamed
+        record = {**cfg.identity(), **({"resolved": resolved} if resolved else {}), "scoring": SCORING_VERSION}
+        store.begin_run(name, record)
         searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress)
         bar = _bar(progress, cfg.n, name)
         runner = None

@@ -176,9 +176,12 @@ class Store:
         """Record a run (or find it again: the same name must carry the same config)."""
         row = self.db.execute("SELECT config FROM runs WHERE run = ?", (run,)).fetchone()
         if row is not None:
-            if json.loads(row["config"]) != config:
-                raise StoreError(f"run {run!r} already exists in {self.folder} with another configuration; "
-                                 "give another --name")  # fmt: skip
+            old = json.loads(row["config"])
+            if old != config:
+                differ = ", ".join(f"{k} {old.get(k, '(none)')} -> {config.get(k, '(none)')}"
+                                   for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))  # fmt: skip
+                raise StoreError(f"run {run!r} already exists in {self.folder} with another configuration "
+                                 f"({differ}); give another --name or --out")  # fmt: skip
             return
         with self._tx():
             self.db.execute("INSERT INTO runs VALUES (?, ?, ?, NULL)", (run, json.dumps(config), time.time()))

@@ -192,10 +192,23 @@ def test_store_refuses_a_nondeterministic_replay(tmp_path):
         store.add_items("r", 0, ["a", "b"])  # the same replay is fine
         with pytest.raises(StoreError, match="not deterministic"):
             store.add_items("r", 1, ["c"])
-        with pytest.raises(StoreError, match="another configuration"):
+        with pytest.raises(StoreError, match=r"another configuration \(n 1 -> 2\)"):
             store.begin_run("r", {"n": 2})
     finally:
         store.close()
+
+
+def test_a_run_scored_under_older_rules_is_refused_not_mixed(cfg, tmp_path):
+    """A run recorded before the scoring rules changed (its config has the old version, or none,
+    as before the version was recorded) is not resumed under the new rules: its evaluations' keys
+    carry the old version, so the new ones would be recomputed and mixed into one run."""
+    first = run(cfg(tmp_path), progress=False)
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        (config,) = db.execute("SELECT config FROM runs WHERE run = ?", (first.name,)).fetchone()
+        old = {k: v for k, v in json.loads(config).items() if k != "scoring"}
+        db.execute("UPDATE runs SET config = ? WHERE run = ?", (json.dumps(old), first.name))
+    with pytest.raises(StoreError, match=r"scoring \(none\) -> \d"):
+        run(cfg(tmp_path), progress=False)
 
 
 def test_evaluation_keys_depend_on_everything_that_changes_results():
