@@ -131,3 +131,25 @@ def test_landscape_holdout_remeasures_the_stored_extremes_on_unseen_questions(re
     assert got["spread_heldout_points"] == pytest.approx(100 * (best["heldout_accuracy"] - worst["heldout_accuracy"]))
     with pytest.raises(ValueError, match="holds no run of sparsevlm"):
         mod.stored_schedules(results, "sparsevlm", 0.5)
+
+
+def test_readability_benchmark_probes_the_reading_families(tiny_model_dir, synth_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from paretobench.data.datasets import load_dataset
+    from paretobench.models.card import READABLE
+
+    path = Path(__file__).parent.parent / "benchmarks" / "readability.py"
+    spec = importlib.util.spec_from_file_location("readability", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tiny_model_dir), "--data", str(synth_dir), "--steps", "5", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    n = sum(s.category in ("char", "word") for s in load_dataset(str(synth_dir)).samples)
+    assert got["samples"] == n > 0
+    read = got["read"][str(tiny_model_dir)]
+    assert set(read) == {"tower", "projector"} and all(set(r) == set(READABLE) for r in read.values())
+    assert all(0 <= a <= 1 for r in read.values() for a in r.values())
+    with pytest.raises(SystemExit):
+        mod.main([str(tiny_model_dir), "--data", str(synth_dir), "--families", "nosuch"])

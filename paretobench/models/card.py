@@ -90,7 +90,7 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
     item with that attribute; every object patch for row and column), at each stage the image
     passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
     projector's; Qwen2.5-VL: the merged tokens (the vision model's output is the decoder's input)."""
-    from paretobench.models.train import ATTRIBUTES, LlavaImages, QwenImages
+    from paretobench.models.train import LlavaImages, QwenImages, shown
 
     llava = model.config.model_type == "llava"
     data = (LlavaImages if llava else QwenImages)(samples, processor)
@@ -109,8 +109,8 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
     for where, feats in stages.items():
         out[where] = {}
         for name in READABLE:
-            shown = labels[name] > 0 if name in ATTRIBUTES else labels["kind"] > 0
-            x, y = feats[shown], labels[name][shown]
+            on = shown(labels, name)
+            x, y = feats[on], labels[name][on]
             x = (x - x.mean(0)) / (x.std(0) + 1e-6)
             half = len(x) // 2
             g = torch.Generator().manual_seed(0)
@@ -206,12 +206,13 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
     # part of this model, nor is its time beyond stage 1
     fresh = max((i for i, r in enumerate(chain) if r["config"].get("vision_from")), default=-1)
     segments = [r for i, r in enumerate(chain) if r["history"] and i >= fresh]
+    where_shown = "; colour, shape, character and bar value learnt only where shown" if c1.get("shown_only") else ""
     lines = [
         f"Data: `synth8_train.tsv` (generator seed {training['config']['seed']}), {training['train_rows']} rows "
         f"trained on, {training['held_out_rows']} held out for validation.",
         "",
         f"1. Vision tower alone, dense per-patch supervision (kind, colour, shape, character, bar value, row and "
-        f"column of what is drawn in each patch{'; colour, shape, character and bar value learnt only on the patches that show them' if c1.get('shown_only') else ''}) plus a loss keeping each patch feature zero-mean and "
+        f"column of what is drawn in each patch{where_shown}) plus a loss keeping each patch feature zero-mean and "
         f"unit-variance: {c1['vision_steps']} steps, batch {c1['vision_batch']}, AdamW lr {c1['vision_lr']}, "
         f"cosine, {first['minutes']['vision']} min. Held-out per-patch accuracy on object patches: "
         + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + "."

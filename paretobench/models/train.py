@@ -316,25 +316,31 @@ def vision_features(model, pix: torch.Tensor) -> torch.Tensor:
     return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
 
 
+def shown(targets: dict[str, torch.Tensor], label: str) -> torch.Tensor:
+    """The tokens that show ``label``: an attribute's own (label > 0), every object token for kind,
+    row and column."""
+    return targets[label] > 0 if label in ATTRIBUTES else targets["kind"] > 0
+
+
 def label_loss(heads, feats: torch.Tensor, targets: dict[str, torch.Tensor], shown_only: bool) -> torch.Tensor:
     """Summed cross-entropy of each head's per-token label; with ``shown_only``, an attribute
     head's mean runs over the tokens that show that attribute (see ``TrainConfig.shown_only``)."""
     total = feats.new_zeros(())
     for k, head in heads.items():
-        keep = targets[k] > 0 if shown_only and k in ATTRIBUTES else slice(None)
-        if shown_only and k in ATTRIBUTES and not bool(keep.any()):
-            continue
-        total = total + F.cross_entropy(head(feats[keep]).float(), targets[k][keep])
+        x, y = feats, targets[k]
+        if shown_only and k in ATTRIBUTES:
+            x, y = x[y > 0], y[y > 0]
+            if not len(y):
+                continue
+        total = total + F.cross_entropy(head(x).float(), y)
     return total
 
 
 def label_accuracy(heads, feats: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
-    """Per label, (hits, tokens) over the tokens that show it: an attribute's own tokens, the
-    object tokens for kind, row and column."""
-    obj = targets["kind"] > 0
+    """Per label, (hits, tokens) over the tokens that show it (``shown``)."""
     out = {}
     for k, head in heads.items():
-        on = targets[k] > 0 if k in ATTRIBUTES else obj
+        on = shown(targets, k)
         out[k] = (int((head(feats[on]).argmax(-1) == targets[k][on]).sum()), int(on.sum()))
     return out
 
@@ -367,15 +373,15 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
         if step % 50 == 0:
             bar.set_postfix(stage="vision", loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.val_every == 0 and step + 1 < cfg.vision_steps:
-            _, shown = held_out_labels(model, data, heads, val_rows)
-            history.append({"step": step + 1, **shown})
-            log(f"step {step + 1} (stage 1): held-out accuracy on the patches showing each label {shown}")
+            _, where = held_out_labels(model, data, heads, val_rows)
+            history.append({"step": step + 1, **where})
+            log(f"step {step + 1} (stage 1): held-out accuracy on the patches showing each label {where}")
     for m in modules:
         m.eval()
-    result, shown = held_out_labels(model, data, heads, val_rows)
-    history.append({"step": cfg.vision_steps, **shown})
-    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}; on the patches showing each label {shown}")
-    return {"object_patches": result, "shown": shown, "history": history}
+    result, where = held_out_labels(model, data, heads, val_rows)
+    history.append({"step": cfg.vision_steps, **where})
+    log(f"stage 1 done: held-out per-patch accuracy on object patches {result}; on the patches showing each label {where}")
+    return {"object_patches": result, "shown": where, "history": history}
 
 
 def held_out_labels(model, data: ImageData, heads, val_rows) -> tuple[dict, dict]:
@@ -386,7 +392,7 @@ def held_out_labels(model, data: ImageData, heads, val_rows) -> tuple[dict, dict
     for m, _ in modes:
         m.eval()
     with torch.no_grad():
-        acc, shown = {k: [] for k in heads}, {k: [0, 0] for k in heads}
+        acc, tally = {k: [] for k in heads}, {k: [0, 0] for k in heads}
         for i in range(0, len(val_rows), 128):
             r = val_rows[i : i + 128]
             feats = data.stage1_features(model, data.vision_inputs(r))
@@ -395,12 +401,12 @@ def held_out_labels(model, data: ImageData, heads, val_rows) -> tuple[dict, dict
             for k in heads:
                 acc[k].append((heads[k](feats).argmax(-1) == targets[k])[obj].float())
             for k, (hits, n) in label_accuracy(heads, feats, targets).items():
-                shown[k][0] += hits
-                shown[k][1] += n
+                tally[k][0] += hits
+                tally[k][1] += n
     for m, training in modes:
         m.train(training)
     result = {k: round(torch.cat(v).mean().item(), 4) for k, v in acc.items()}
-    return result, {k: round(h / max(n, 1), 4) for k, (h, n) in shown.items()}
+    return result, {k: round(h / max(n, 1), 4) for k, (h, n) in tally.items()}
 
 
 def answer_accuracy(model, data: ImageData, ids, starts, rows, pad_id, families, batch=64):
