@@ -158,3 +158,20 @@ def test_a_native_image_with_synth8s_grid_still_records_its_cell():
     assert scene["grid"] == [12, 12] and scene["cell"] == synth.NATIVE_CELL
     fixed = json.loads(synth.row(0, q, *synth.render(q), "test")["scene"])
     assert "cell" not in fixed and "grid" not in fixed  # synth8's rows are unchanged
+
+
+def test_a_stored_scene_redraws_its_row_exactly(tmp_path):
+    """``redraw`` at a row's own size gives back its image and patch labels to the pixel (every
+    family, fixed and native); at another size it draws the same items, scaled."""
+    synth.synth(tmp_path / "native", seed=3, n=2, native=True)
+    synth.synth(tmp_path / "fixed", seed=3, n=2)
+    for folder, cell in (("native", synth.NATIVE_CELL), ("fixed", synth.PATCH)):
+        for family in synth.FAMILIES:
+            for s in read_tsv(tmp_path / folder / f"synth8_{family}.tsv"):
+                scene = json.loads(s.extra["scene"])
+                image, patches = synth.redraw(scene, s.image().size, cell)
+                assert np.array_equal(np.asarray(image), np.asarray(s.image().convert("RGB"))), (folder, family)
+                assert patches.reshape(-1).tolist() == scene["patches"]
+                small, owners = synth.redraw(scene, (96, 96), synth.NATIVE_CELL)
+                assert small.size == (96, 96) and owners.shape == (6, 6)
+                assert set(owners[owners >= 0].tolist()) <= set(range(len(scene["items"])))

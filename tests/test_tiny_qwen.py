@@ -1,6 +1,8 @@
 """tiny-qwen2.5-vl as built from scratch: native resolution (the image's size sets its visual
 token count), saved and reloaded offline without torchvision, and exact under the engine."""
 
+import json
+
 import pytest
 import torch
 
@@ -126,3 +128,52 @@ def test_search_space_token_counts_are_the_mean_over_image_sizes(saved, samples)
     assert n_visual == round((16 + 48 + 256) / 3) == 107
     prompts = adapter._processor_inputs(rows)
     assert n_text == pytest.approx(float(prompts["attention_mask"].sum()) / 3 - n_visual, abs=0.5)
+
+
+def test_stage_one_can_start_on_scenes_redrawn_at_one_size(tmp_path):
+    """``vision_fixed_steps``: stage 1's first steps see every scene redrawn at one size, with the
+    labels of the redrawn tokens; validation and later steps see the stored images."""
+    from paretobench.data import synth
+    from paretobench.models.recipe import TrainConfig
+    from paretobench.models.train import QwenImages, train_embedded
+
+    data_dir = tmp_path / "native"
+    synth.synth(data_dir, seed=4, n=1, n_train=2, families=("char", "count"), native=True)
+    samples = read_tsv(data_dir / "synth8_train.tsv")
+    data = QwenImages(samples, tiny_qwen.build_processor())
+    rows = [0, 1, 2]
+    stored = data.targets(rows)["kind"]
+    assert len(stored) == sum(data.n_tokens(r) for r in rows)
+    data.redraw_size = 96
+    inputs, redrawn = data.vision_inputs(rows), data.targets(rows)
+    assert inputs["image_grid_thw"].tolist() == [[1, 12, 12]] * 3  # 8-pixel patches of 96x96 images
+    assert len(redrawn["kind"]) == 3 * 36 and redrawn["row"].max() == 5  # one label per 16x16 pixels
+    scene = json.loads(samples[1].extra["scene"])
+    _, owners = synth.redraw(scene, (96, 96))
+    assert redrawn["kind"][36:72].gt(0).tolist() == (owners.reshape(-1) >= 0).tolist()
+    for bad in (100, 48, 512):  # not a multiple of 16; under the processor's minimum; over the largest grid
+        with pytest.raises(ValueError, match="cannot redraw the scenes"):
+            data.check_redraw(bad)
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "out"), arch="qwen2.5-vl", seed=2, vision_steps=2,
+                      vision_batch=2, vision_fixed_steps=1, steps=0, val_size=2)  # fmt: skip
+    record = train_embedded(cfg, log=lambda m: None)
+    assert record["config"]["vision_fixed_steps"] == 1 and record["vision_label_accuracy"]
+    from paretobench.models.card import _training_section
+
+    assert "the first 1 steps on every scene redrawn at 96x96 pixels" in "\n".join(_training_section(record, []))
+
+
+def test_redrawing_is_refused_where_it_means_nothing(tmp_path, synth_dir):
+    from paretobench.models.recipe import TrainConfig
+    from paretobench.models.train import train_embedded
+
+    llava = TrainConfig(data=str(synth_dir), out=str(tmp_path / "a"), vision_steps=1, steps=0, val_size=4,
+                        vision_fixed_steps=1)  # fmt: skip
+    with pytest.raises(ValueError, match="one size already"):
+        train_embedded(llava, log=lambda m: None)
+    skipped = TrainConfig(data=str(synth_dir), out=str(tmp_path / "b"), vision_steps=1, steps=0, val_size=4,
+                          vision_fixed_steps=1, vision_from="tiny-llava")  # fmt: skip
+    with pytest.raises(ValueError, match="which init_from and vision_from skip"):
+        train_embedded(skipped, log=lambda m: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -195,6 +195,14 @@ def render(q: Question, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), cell: 
     return image, patches
 
 
+def redraw(scene: dict, size: tuple[int, int], cell: int = NATIVE_CELL) -> tuple[Image.Image, np.ndarray]:
+    """Draw a row's stored scene (its ``scene`` column, parsed) again at ``size``, labelled per
+    ``cell`` pixels: the same scene at another scale, exactly as ``render`` draws it."""
+    items = [Item(**{**it, "box": tuple(it["box"])}) for it in scene["items"]]
+    q = Question("", "", [], 0, items, list(scene["focus"]), background=scene["background"])
+    return render(q, size, cell)
+
+
 def native_size(rng, cell: int = NATIVE_CELL) -> tuple[int, int]:
     """A random image size for the native-resolution variant: width a multiple of ``cell`` in
     [NATIVE_MIN, NATIVE_MAX], an aspect ratio within 2:3 to 3:2, the height rounded to ``cell``."""

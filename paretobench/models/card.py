@@ -207,6 +207,9 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
     fresh = max((i for i, r in enumerate(chain) if r["config"].get("vision_from")), default=-1)
     segments = [r for i, r in enumerate(chain) if r["history"] and i >= fresh]
     where_shown = "; colour, shape, character and bar value learnt only where shown" if c1.get("shown_only") else ""
+    if c1.get("vision_fixed_steps"):
+        size = c1["vision_fixed_size"]
+        where_shown += f"; the first {c1['vision_fixed_steps']} steps on every scene redrawn at {size}x{size} pixels"
     lines = [
         f"Data: `synth8_train.tsv` (generator seed {training['config']['seed']}), {training['train_rows']} rows "
         f"trained on, {training['held_out_rows']} held out for validation.",

@@ -129,6 +129,12 @@ class ImageData:
     positions: torch.Tensor  # (samples, 4): the question's items' rows and columns (see item_positions)
     vision_prefix: str  # the names of the weights stage 1 trains
     device = torch.device("cpu")  # where ``vision_inputs`` and ``targets`` put a batch (the model's)
+    redraw_size: int | None = None  # set: the batch's scenes are redrawn at this many pixels a side
+
+    def check_redraw(self, size: int) -> None:
+        """Refuse a ``redraw_size`` this architecture cannot take."""
+        raise ValueError("this architecture's images have one size already; redrawing them is for "
+                         "native-resolution models (--arch qwen2.5-vl)")
 
     def n_tokens(self, row: int) -> int:
         raise NotImplementedError
@@ -230,12 +236,36 @@ class QwenImages(ImageData):
             self.counts.append(len(scene["patches"]))
         self.grid = max(max(int(lab["row"].max()), int(lab["col"].max())) for lab in self.labels) + 1
         self.positions = torch.tensor(self.positions)
+        self._redrawn = (None, None)  # the last redrawn batch: (size, rows), (images, labels)
+
+    def check_redraw(self, size):
+        ip, cell = self.image_processor, self.image_processor.patch_size * self.image_processor.merge_size
+        lo, hi = ip.size.shortest_edge, ip.size.longest_edge  # the processor's pixel bounds (min/max_pixels)
+        if size % cell or not lo <= size * size <= hi or size > self.grid * cell:
+            raise ValueError(f"cannot redraw the scenes at {size}x{size} pixels: the size must be a multiple of "
+                             f"{cell} with {lo} to {hi} pixels in all, at most "
+                             f"{self.grid * cell} a side (the largest training image's grid)")  # fmt: skip
 
     def n_tokens(self, row):
         return self.counts[row]
 
+    def _batch(self, rows) -> tuple[list, list[dict[str, torch.Tensor]]]:
+        """The rows' images and per-token labels: as stored, or each scene redrawn at ``redraw_size``."""
+        if self.redraw_size is None:
+            return [self.samples[r].image() for r in rows], [self.labels[r] for r in rows]
+        key = (self.redraw_size, tuple(int(r) for r in rows))
+        if self._redrawn[0] != key:
+            images, labels, cell = [], [], self.image_processor.patch_size * self.image_processor.merge_size
+            for r in rows:
+                scene = json.loads(self.samples[r].extra["scene"])
+                image, owners = synth.redraw(scene, (self.redraw_size, self.redraw_size), cell)
+                images.append(image)
+                labels.append(scene_labels({**scene, "patches": owners.reshape(-1).tolist(), "grid": owners.shape}))
+            self._redrawn = (key, (images, labels))
+        return self._redrawn[1]
+
     def vision_inputs(self, rows):
-        out = self.image_processor(images=[self.samples[r].image() for r in rows], return_tensors="pt")
+        out = self.image_processor(images=self._batch(rows)[0], return_tensors="pt")
         return {k: out[k].to(self.device) for k in ("pixel_values", "image_grid_thw")}
 
     def model_inputs(self, model, input_ids, mask, rows):
@@ -250,7 +280,8 @@ class QwenImages(ImageData):
         return model.config.vision_config.out_hidden_size
 
     def targets(self, rows):
-        return {k: torch.cat([self.labels[r][k] for r in rows]).to(self.device) for k in self.labels[0]}
+        labels = self._batch(rows)[1]
+        return {k: torch.cat([lab[k] for lab in labels]).to(self.device) for k in labels[0]}
 
     def stage1_modules(self, model):
         return [model.model.visual]
@@ -358,8 +389,10 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.vision_steps, cfg.warmup, cfg.vision_lr)
         rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
+        data.redraw_size = cfg.vision_fixed_size if step < cfg.vision_fixed_steps else None
         feats = data.stage1_features(model, data.vision_inputs(rows))
         targets = data.targets(rows)
+        data.redraw_size = None  # validation, and stage 2, see the images as they are
         loss = label_loss(heads, feats, targets, cfg.shown_only)
         # LLaVA's projector has no normalisation layer: keep the features it reads normalised per
         # token (what a LayerNorm in front of it would do), so no shared offset drowns the patches
@@ -630,6 +663,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
 
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown architecture {cfg.arch!r}; valid: {', '.join(ARCHS)}")
+    if cfg.vision_fixed_steps and (cfg.init_from or cfg.vision_from):
+        raise ValueError("vision_fixed_steps shapes stage 1, which init_from and vision_from skip")
     if cfg.arch == "llava":
         from paretobench.models import tiny_llava as builder
 
@@ -652,6 +687,8 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     model = builder.build_model(processor, seed=cfg.seed)
     data = Data(samples, processor)
     data.device = torch.device(resolve_device(cfg.device))
+    if cfg.vision_fixed_steps:
+        data.check_redraw(cfg.vision_fixed_size)
     model.to(data.device)
     ids, starts = tokenize(processor, samples, data.n_tokens)
     families = [s.category for s in samples]
