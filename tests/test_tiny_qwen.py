@@ -132,7 +132,7 @@ def test_search_space_token_counts_are_the_mean_over_image_sizes(saved, samples)
 
 def test_stage_one_can_start_on_scenes_redrawn_at_one_size(tmp_path):
     """``vision_fixed_steps``: stage 1's first steps see every scene redrawn at one size, with the
-    labels of the redrawn tokens; validation and later steps see the stored images."""
+    labels of the redrawn tokens; unset, the stored images and labels come back."""
     from paretobench.data import synth
     from paretobench.models.recipe import TrainConfig
     from paretobench.models.train import QwenImages, train_embedded
@@ -151,6 +151,8 @@ def test_stage_one_can_start_on_scenes_redrawn_at_one_size(tmp_path):
     scene = json.loads(samples[1].extra["scene"])
     _, owners = synth.redraw(scene, (96, 96))
     assert redrawn["kind"][36:72].gt(0).tolist() == (owners.reshape(-1) >= 0).tolist()
+    data.redraw_size = None
+    assert torch.equal(data.targets(rows)["kind"], stored)  # the redrawn batch does not linger
     for bad in (100, 48, 512):  # not a multiple of 16; under the processor's minimum; over the largest grid
         with pytest.raises(ValueError, match="cannot redraw the scenes"):
             data.check_redraw(bad)

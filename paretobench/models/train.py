@@ -223,14 +223,14 @@ class QwenImages(ImageData):
 
     def __init__(self, samples: list[Sample], processor):
         self.samples, self.image_processor = samples, processor.image_processor
-        merge = self.image_processor.merge_size
+        # one merged token per ``cell`` x ``cell`` pixels
+        self.cell = self.image_processor.patch_size * self.image_processor.merge_size
         self.labels, self.counts, self.positions = [], [], []
         for s in samples:
             scene = json.loads(s.extra["scene"])
-            cell = scene.get("cell")
-            if cell != self.image_processor.patch_size * merge:
-                raise ValueError(f"sample {s.index}: patch labels per {cell} pixels; this model merges "
-                                 f"{self.image_processor.patch_size * merge}-pixel tokens (use synth8-native data)")  # fmt: skip
+            if scene.get("cell") != self.cell:
+                raise ValueError(f"sample {s.index}: patch labels per {scene.get('cell')} pixels; this model merges "
+                                 f"{self.cell}-pixel tokens (use synth8-native data)")  # fmt: skip
             self.labels.append(scene_labels(scene))
             self.positions.append(item_positions(scene))
             self.counts.append(len(scene["patches"]))
@@ -239,7 +239,7 @@ class QwenImages(ImageData):
         self._redrawn = (None, None)  # the last redrawn batch: (size, rows), (images, labels)
 
     def check_redraw(self, size):
-        ip, cell = self.image_processor, self.image_processor.patch_size * self.image_processor.merge_size
+        ip, cell = self.image_processor, self.cell
         lo, hi = ip.size.shortest_edge, ip.size.longest_edge  # the processor's pixel bounds (min/max_pixels)
         if size % cell or not lo <= size * size <= hi or size > self.grid * cell:
             raise ValueError(f"cannot redraw the scenes at {size}x{size} pixels: the size must be a multiple of "
@@ -255,10 +255,10 @@ class QwenImages(ImageData):
             return [self.samples[r].image() for r in rows], [self.labels[r] for r in rows]
         key = (self.redraw_size, tuple(int(r) for r in rows))
         if self._redrawn[0] != key:
-            images, labels, cell = [], [], self.image_processor.patch_size * self.image_processor.merge_size
+            images, labels = [], []
             for r in rows:
                 scene = json.loads(self.samples[r].extra["scene"])
-                image, owners = synth.redraw(scene, (self.redraw_size, self.redraw_size), cell)
+                image, owners = synth.redraw(scene, (self.redraw_size, self.redraw_size), self.cell)
                 images.append(image)
                 labels.append(scene_labels({**scene, "patches": owners.reshape(-1).tolist(), "grid": owners.shape}))
             self._redrawn = (key, (images, labels))
