@@ -189,3 +189,55 @@ def test_role_labels_name_the_first_and_second_item_of_a_relation(synth_dir):
     assert (role == 1).any() and (role == 2).any()
     colour = json.loads(read_tsv(synth_dir / "synth8_colour.tsv")[0].extra["scene"])
     assert (scene_labels(colour)["role"] == -100).all()  # one named item: nothing to tell apart
+
+
+def test_a_run_resumed_from_any_checkpoint_ends_where_the_uninterrupted_run_ends(trained, synth_dir, tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    from paretobench.models import train
+
+    out, record = trained
+    kept = []  # every checkpoint the run writes, in order (each overwrites the last one on disk)
+    save = train.Checkpoint.save
+
+    def keep_each(self, cfg, state):
+        save(self, cfg, state)
+        kept.append((state["stage"], state["step"], (self.folder / self.NAME).read_bytes()))
+
+    monkeypatch.setattr(train.Checkpoint, "save", keep_each)
+    cfg = _cfg(synth_dir, tmp_path / "run")
+    cfg.checkpoint, cfg.checkpoint_every = str(tmp_path / "ckpt"), 1
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        train.train_embedded(cfg, log=lambda m: None, resume=True)
+    train.train_embedded(cfg, log=lambda m: None)
+    monkeypatch.setattr(train.Checkpoint, "save", save)
+    assert [(s, k) for s, k, _ in kept] == [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)]
+    with pytest.raises(ValueError, match="--resume"):  # a new run never overwrites a checkpoint
+        train.train_embedded(cfg, log=lambda m: None)
+    want = load_model(str(out)).model.state_dict()
+    for stage, step, blob in [kept[1], kept[2], kept[4]]:  # mid stage 1, between the stages, mid stage 2
+        (tmp_path / "ckpt" / "state.pt").write_bytes(blob)
+        cfg_out = tmp_path / f"resumed-{stage}-{step}"
+        config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+        (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "out": str(cfg_out)}))
+        got = train.resume(str(tmp_path / "ckpt"), log=lambda m: None)
+        assert got["resumed"] and [h["step"] for h in got["history"]] == [2, 4]
+        assert [h["mean"] for h in got["history"]] == [h["mean"] for h in record["history"]]
+        assert got["vision_label_accuracy"] == record["vision_label_accuracy"]
+        sd = load_model(str(cfg_out)).model.state_dict()
+        assert all(torch.equal(want[k], sd[k]) for k in want), (stage, step)
+
+
+def test_resume_refuses_other_training_data(trained, synth_dir, tmp_path):
+    from paretobench.models import train
+
+    cfg = _cfg(synth_dir, tmp_path / "run")
+    cfg.checkpoint, cfg.checkpoint_every, cfg.steps = str(tmp_path / "ckpt"), 2, 0
+    train.train_embedded(cfg, log=lambda m: None)
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = (synth_dir / "synth8_train.tsv").read_text().splitlines(keepends=True)
+    (other / "synth8_train.tsv").write_text("".join(rows[:-1]))
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "data": str(other)}))
+    with pytest.raises(ValueError, match="not the file the checkpoint"):
+        train.resume(str(tmp_path / "ckpt"), log=lambda m: None)

@@ -13,7 +13,9 @@ EXAMPLES = """examples:
   paretobench model-card --model data/tiny-llava          # ablations + model card
   paretobench train-embedded --data data/synth8-train --out /tmp/t --vision-steps 5 --steps 5 --val-size 16
   paretobench data synth --native --out data/synth8-native --n 250 --n-train 8000
-  paretobench train-embedded --arch qwen2.5-vl --data data/synth8-native --out data/tiny-qwen2.5-vl
+  paretobench train-embedded --arch qwen2.5-vl --data data/synth8-native --out data/tiny-qwen2.5-vl \
+      --checkpoint checkpoints/tiny-qwen2.5-vl         # the state every 250 steps, for --resume
+  paretobench train-embedded --resume checkpoints/tiny-qwen2.5-vl
 """
 
 
@@ -24,12 +26,14 @@ def add_parser(sub, name):
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.default is dataclasses.MISSING:
-            p.add_argument(flag, required=True, type=str)
+        if f.default is dataclasses.MISSING:  # required, unless --resume reads it from the checkpoint
+            p.add_argument(flag, type=str, default=None)
         elif isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=f"(default: {f.default})")
+    p.add_argument("--resume", metavar="DIR", default="",
+                   help="continue the run whose --checkpoint folder is DIR, with its settings (other flags are ignored)")
     p.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, run the ablations and write the model card")  # fmt: skip
     add_json(p)
@@ -38,10 +42,19 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import train_embedded
+    from paretobench.models.train import resume, train_embedded
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    record = train_embedded(cfg, log=(lambda m: None) if args.json else print)
+    log = (lambda m: None) if args.json else print
+    if args.resume:
+        record = resume(args.resume, log=log)
+        cfg = TrainConfig(**record["config"])
+    else:
+        missing = [f"--{f.name}" for f in dataclasses.fields(TrainConfig)
+                   if f.default is dataclasses.MISSING and getattr(args, f.name) is None]  # fmt: skip
+        if missing:
+            raise ValueError(f"train-embedded needs {' and '.join(missing)} (or --resume DIR)")
+        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+        record = train_embedded(cfg, log=log)
     if args.card:
         from paretobench.models.card import write_card
 

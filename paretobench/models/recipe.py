@@ -47,3 +47,8 @@ class TrainConfig:
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on
     threads: int = 0  # 0 = torch's default
+    # a folder (tracked in git, say) where the whole training state is written every
+    # ``checkpoint_every`` steps of either stage; ``train-embedded --resume DIR`` continues from it
+    # exactly where it stopped, on this or another machine
+    checkpoint: str = ""
+    checkpoint_every: int = 250

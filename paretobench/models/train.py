@@ -45,6 +45,69 @@ ROLE_FAMILIES = ("relation",)
 ORDER = ("colour", "shape", "exist", "char", "word", "count", "chart", "relation")
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoint:
+    """The whole training state in one folder (``state.pt`` and the run's ``config.json``),
+    written every ``every`` steps of either stage, so that an interrupted run resumes exactly
+    where it stopped: weights, the stage's heads and probes, the optimiser, both random
+    generators, the history and the time spent so far. Written to a temporary file first, then
+    renamed, so a kill while saving leaves the previous checkpoint whole."""
+
+    NAME = "state.pt"
+
+    def __init__(self, folder: str, every: int):
+        self.folder = Path(folder) if folder else None
+        self.every = every
+        if self.folder is not None and every < 1:
+            raise ValueError(f"checkpoint_every {every} must be at least 1")
+
+    def due(self, step: int) -> bool:
+        return self.folder is not None and step % self.every == 0
+
+    def load(self) -> dict | None:
+        if self.folder is None or not (self.folder / self.NAME).is_file():
+            return None
+        return torch.load(self.folder / self.NAME, map_location="cpu", weights_only=False)
+
+    def save(self, cfg: TrainConfig, state: dict) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        tmp = self.folder / (self.NAME + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.folder / self.NAME)
+
+
+def _cpu(state_dict: dict) -> dict:
+    return {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in state_dict.items()}
+
+
+def _optimiser_state(opt) -> dict:
+    sd = opt.state_dict()
+    return {"state": {k: _cpu(v) for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def _snapshot(stage: int, step: int, model, modules: dict, opt, rng, extra: dict) -> dict:
+    """What ``Checkpoint.save`` keeps at ``step`` of ``stage`` (1 or 2)."""
+    return {"stage": stage, "step": step, "model": _cpu(model.state_dict()),
+            "modules": {k: _cpu(m.state_dict()) for k, m in modules.items()},
+            "optimiser": None if opt is None else _optimiser_state(opt),
+            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), **extra}  # fmt: skip
+
+
+def _restore(saved: dict, model, modules: dict, opt, rng) -> None:
+    model.load_state_dict(saved["model"])
+    for k, m in modules.items():
+        m.load_state_dict(saved["modules"][k])
+    if opt is not None:
+        opt.load_state_dict(saved["optimiser"])
+    rng.bit_generator.state = saved["rng"]
+    torch.set_rng_state(saved["torch_rng"])
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -376,16 +439,24 @@ def label_accuracy(heads, feats: torch.Tensor, targets: dict[str, torch.Tensor])
     return out
 
 
-def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig, rng, bar, log):
+def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig, rng, bar, log,
+                 ckpt: Checkpoint | None = None, saved: dict | None = None, extra=dict):  # fmt: skip
+    """Stage 1. ``saved``: a stage-1 checkpoint to continue from; ``ckpt`` writes new ones, with
+    what ``extra()`` gives (what the caller needs to resume)."""
     modules = data.stage1_modules(model)
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(data.feature_dim(model), v) for k, v in data.head_sizes().items()})
     heads.to(data.device)
     params = [p for m in modules for p in m.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    history = []  # held-out accuracy on the patches showing each label, every ``val_every`` steps
+    start = 0
+    if saved is not None:
+        _restore(saved, model, {"heads": heads}, opt, rng)
+        start, history = saved["step"], saved["history"]
+        bar.update(start)
     for m in modules:
         m.train()
-    history = []  # held-out accuracy on the patches showing each label, every ``val_every`` steps
-    for step in range(cfg.vision_steps):
+    for step in range(start, cfg.vision_steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.vision_steps, cfg.warmup, cfg.vision_lr)
         rows = rng.choice(train_rows, cfg.vision_batch, replace=False)
@@ -409,6 +480,8 @@ def train_vision(model, data: ImageData, train_rows, val_rows, cfg: TrainConfig,
             _, where = held_out_labels(model, data, heads, val_rows)
             history.append({"step": step + 1, **where})
             log(f"step {step + 1} (stage 1): held-out accuracy on the patches showing each label {where}")
+        if ckpt is not None and ckpt.due(step + 1) and step + 1 < cfg.vision_steps:
+            ckpt.save(cfg, _snapshot(1, step + 1, model, {"heads": heads}, opt, rng, {"history": history, **extra()}))
     for m in modules:
         m.eval()
     result, where = held_out_labels(model, data, heads, val_rows)
@@ -501,7 +574,11 @@ def family_weights(fam: np.ndarray, step: int, introduce: int,
 
 
 def train_language(model, data: ImageData, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                   checkpoint=None):  # fmt: skip
+                   checkpoint=None, ckpt: Checkpoint | None = None, saved: dict | None = None,
+                   extra: dict | None = None):  # fmt: skip
+    """Stage 2. ``checkpoint(history)`` saves the model at each validation; ``ckpt`` writes the
+    whole state every few steps (with ``extra``, what the caller needs to resume), and ``saved``
+    is such a state to continue from."""
     frozen = [p for m in data.frozen_in_stage2(model) for p in m.parameters()]
     for p in frozen:
         p.requires_grad_(False)
@@ -539,7 +616,20 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
         lambda module, args, output: captured.__setitem__("states", data.image_states(output)))
     history = []
     t0 = time.time()
-    for step in range(cfg.steps):
+    modules = {"readout": readout, "probe": probe, "pointer": pointer, "roler": roler}
+    start = 0
+    if saved is not None and saved["stage"] == 2:
+        _restore(saved, model, modules, opt, rng)
+        start, history = saved["step"], saved["history"]
+        t0 -= saved.get("language_seconds", 0.0)
+        bar.update(start)
+    def snapshot(step):
+        return _snapshot(2, step, model, modules, opt, rng, {
+            "history": history, "language_seconds": time.time() - t0, **(extra or {})})  # fmt: skip
+
+    if ckpt is not None and start == 0:  # stage 1 done: a resumed run starts here, not in stage 1
+        ckpt.save(cfg, snapshot(0))
+    for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.steps, cfg.warmup, cfg.lr)
         w, active = family_weights(fam, step, cfg.introduce, emphasis)
@@ -593,6 +683,8 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
             log(f"step {step + 1}: held-out answer accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
             if checkpoint:
                 checkpoint(history)
+        if ckpt is not None and ckpt.due(step + 1) and step + 1 < cfg.steps:
+            ckpt.save(cfg, snapshot(step + 1))
     hook.remove()
     for p in frozen:
         p.requires_grad_(True)
@@ -657,14 +749,24 @@ def transplant_decoder(model, tokenizer, folder: Path) -> dict:
 ARCHS = ("llava", "qwen2.5-vl")
 
 
-def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
-    """Train an embedded model per ``cfg`` and save it (weights, processor, ``training.json``) to ``cfg.out``."""
+def train_embedded(cfg: TrainConfig, *, log=print, resume: bool = False) -> dict:
+    """Train an embedded model per ``cfg`` and save it (weights, processor, ``training.json``) to
+    ``cfg.out``. ``resume``: continue from the state in ``cfg.checkpoint`` (see ``resume``)."""
     from tqdm.auto import tqdm
 
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown architecture {cfg.arch!r}; valid: {', '.join(ARCHS)}")
     if cfg.vision_fixed_steps and (cfg.init_from or cfg.vision_from):
         raise ValueError("vision_fixed_steps shapes stage 1, which init_from and vision_from skip")
+    if cfg.init_from and cfg.decoder_from:
+        raise ValueError("init_from continues every weight of a run; decoder_from starts a new one (give one)")
+    ckpt = Checkpoint(cfg.checkpoint, cfg.checkpoint_every)
+    saved = ckpt.load()
+    if saved is not None and not resume:
+        raise ValueError(f"{cfg.checkpoint} holds a checkpoint of an earlier run (stage {saved['stage']}, step "
+                         f"{saved['step']}); continue it with --resume {cfg.checkpoint}, or give another folder")  # fmt: skip
+    if resume and saved is None:
+        raise ValueError(f"{cfg.checkpoint or '(no --checkpoint)'} holds no checkpoint to resume from")
     if cfg.arch == "llava":
         from paretobench.models import tiny_llava as builder
 
@@ -679,6 +781,10 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     rng = np.random.default_rng(cfg.seed)
     t_start = time.time()
     train_file = Path(cfg.data) / "synth8_train.tsv"
+    train_sha = file_fingerprint([train_file])
+    if saved is not None and saved["train_data_sha256"] != train_sha:
+        raise ValueError(f"{train_file} is not the file the checkpoint in {cfg.checkpoint} was trained on "
+                         f"(sha256 {train_sha[:12]}, checkpoint {saved['train_data_sha256'][:12]})")  # fmt: skip
     samples = read_tsv(train_file)
     if len(samples) <= cfg.val_size:
         raise ValueError(f"{train_file}: {len(samples)} rows, need more than val_size={cfg.val_size}")
@@ -696,30 +802,39 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
     train_rows, val_rows = np.arange(n - cfg.val_size), np.arange(n - cfg.val_size, n)
     pad_id = processor.tokenizer.pad_token_id
 
-    if cfg.init_from and cfg.decoder_from:
-        raise ValueError("init_from continues every weight of a run; decoder_from starts a new one (give one)")
     skip_vision = bool(cfg.init_from or cfg.vision_from)
     bar = tqdm(total=(0 if skip_vision else cfg.vision_steps) + cfg.steps, desc="train-embedded", mininterval=2.0)
     t1 = time.time()
-    if cfg.init_from:
-        prior = load_weights(model, Path(cfg.init_from))
-        log(f"stage 1 skipped: continuing from {cfg.init_from}")
-    elif cfg.vision_from:
-        prior = load_weights(model, Path(cfg.vision_from), only=data.vision_prefix)
-        log(f"stage 1 skipped: vision tower taken from {cfg.vision_from}")
+    prior, decoder = None, None
+    if saved is not None and saved["stage"] == 2:  # stage 1 and the set-up of stage 2 are in the checkpoint
+        vision, prior, decoder = saved["vision"], saved["prior"], saved["decoder"]
+        t1 -= saved["vision_seconds"]
+        if not skip_vision:
+            bar.update(cfg.vision_steps)
+        log(f"resuming stage 2 at step {saved['step']} from {cfg.checkpoint}")
     else:
-        prior = None
-        vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log)
-    if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
-        vision = {"object_patches": prior["vision_patch_accuracy"], "shown": prior.get("vision_label_accuracy"),
-                  "history": prior.get("vision_history", [])}
-    decoder = None
-    if cfg.decoder_from:
-        decoder = transplant_decoder(model, processor.tokenizer, Path(cfg.decoder_from))
-        log(f"language model taken from {cfg.decoder_from} ({decoder['tokens_shared']} of "
-            f"{decoder['tokens']} tokens shared)")  # fmt: skip
+        if cfg.init_from:
+            prior = load_weights(model, Path(cfg.init_from))
+            log(f"stage 1 skipped: continuing from {cfg.init_from}")
+        elif cfg.vision_from:
+            prior = load_weights(model, Path(cfg.vision_from), only=data.vision_prefix)
+            log(f"stage 1 skipped: vision tower taken from {cfg.vision_from}")
+        else:
+            if saved is not None:
+                t1 -= saved["vision_seconds"]
+                log(f"resuming stage 1 at step {saved['step']} from {cfg.checkpoint}")
+            vision = train_vision(model, data, train_rows, val_rows, cfg, rng, bar, log, ckpt, saved,
+                                  extra=lambda: {"train_data_sha256": train_sha, "vision_seconds": time.time() - t1})  # fmt: skip
+        if prior:  # the earlier run's stage 1 (and, with init_from, its stage 2) is part of this model
+            vision = {"object_patches": prior["vision_patch_accuracy"], "shown": prior.get("vision_label_accuracy"),
+                      "history": prior.get("vision_history", [])}
+        if cfg.decoder_from:
+            decoder = transplant_decoder(model, processor.tokenizer, Path(cfg.decoder_from))
+            log(f"language model taken from {cfg.decoder_from} ({decoder['tokens_shared']} of "
+                f"{decoder['tokens']} tokens shared)")  # fmt: skip
+        saved = None
     out = Path(cfg.out)
-    train_sha = file_fingerprint([train_file])
+    t2 = time.time()
 
     def save(history, t_end=None):
         """Weights, processor and the run's record; also called at each validation (a checkpoint)."""
@@ -734,7 +849,7 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "threads": torch.get_num_threads(),
             "device": str(data.device),
             "minutes": {
-                "data": round((t1 - t_start) / 60, 2),
+                "data": round((t1 - t_start) / 60, 2) if not resume else None,
                 "vision": round((t2 - t1) / 60, 2),
                 "language": round((t_end - t2) / 60, 2),
             },
@@ -745,14 +860,26 @@ def train_embedded(cfg: TrainConfig, *, log=print) -> dict:
             "history": history,
             "continued_from": prior,
             "decoder_from": decoder,
+            "resumed": resume,
         }
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         return record
 
-    t2 = time.time()
+    extra = {"train_data_sha256": train_sha, "vision": vision, "prior": prior, "decoder": decoder,
+             "vision_seconds": t2 - t1}  # fmt: skip
     history = train_language(model, data, ids, starts, families, train_rows, val_rows, cfg, rng, pad_id, bar, log,
-                             checkpoint=save)  # fmt: skip
+                             checkpoint=save, ckpt=ckpt, saved=saved, extra=extra)  # fmt: skip
     bar.close()
     record = save(history)
     log(f"saved to {out}")
     return record
+
+
+def resume(folder: str, *, log=print) -> dict:
+    """Continue the run whose checkpoint is in ``folder`` (its settings are read from there)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds no training checkpoint (config.json is missing)")
+    cfg = TrainConfig(**json.loads(path.read_text()))
+    cfg.checkpoint = str(folder)
+    return train_embedded(cfg, log=log, resume=True)
