@@ -167,6 +167,9 @@ class PrefillResult:
     tokens: list[list[int]]  # per layer, per row: all live tokens at the layer's input
     score_flops: list[int]  # per row: FLOPs spent on pruners' score rows and their projections
     cache: object = None
+    # with ``prefill(trace=True)``: the state entering each layer, after that layer's pruning step
+    # (its ``slot`` says which visual tokens are alive, its ``h`` what they hold); parity tests read it
+    trace: list[SeqState] | None = None
 
 
 class Engine:
@@ -179,7 +182,7 @@ class Engine:
 
     @torch.no_grad()
     def prefill(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,
-                use_cache: bool = False) -> PrefillResult:  # fmt: skip
+                use_cache: bool = False, trace: bool = False) -> PrefillResult:  # fmt: skip
         a = self.adapter
         schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
         state = replace(state, by_slot=dict(state.by_slot))  # pruners may add to it; this run only
@@ -195,6 +198,7 @@ class Engine:
         cache = a.new_cache() if use_cache else None
         captured: dict = {}
         layer_valid, layer_pos, live, tokens = [], [], [], []
+        states = [] if trace else None
         score_flops = [0] * state.h.shape[0]
         for i in range(a.num_layers):
             if prunes[i]:
@@ -213,6 +217,8 @@ class Engine:
             tokens.append([t + c for t, c in zip(text, counts)])
             layer_valid.append(state.valid)
             layer_pos.append(state.pos)
+            if trace:
+                states.append(state)
             capture = i + 1 < a.num_layers and prunes[i + 1] and getattr(pruner, "score_layer", "previous") == "previous"
             hooks = a.capture_qk(i, captured) if capture else []
             try:
@@ -221,7 +227,7 @@ class Engine:
                 for hk in hooks:
                     hk.remove()
         logits = a.logits(state.h[:, -1])
-        return PrefillResult(logits, state, layer_valid, layer_pos, live, tokens, score_flops, cache)
+        return PrefillResult(logits, state, layer_valid, layer_pos, live, tokens, score_flops, cache, states)
 
     @torch.no_grad()
     def observe(self, state: SeqState, fn) -> None:

@@ -24,6 +24,9 @@ class Pruner:
     override ``select`` when the choice is not a ranking (e.g. evenly spaced tokens)."""
 
     name: str = ""
+    # bumped whenever what this pruner keeps, merges or costs changes: part of every evaluation's
+    # key, so results of an older algorithm are never served for the current one
+    version: int = 1
     # where attention rows come from at a step before layer i: "previous" = the q/k layer i-1
     # computed anyway (free), "current" = layer i's projections of its input (extra FLOPs)
     score_layer: str = "previous"
@@ -71,6 +74,12 @@ class Pruner:
 
         return ScoreCost(rows=self.score_rows, projects=self.score_layer == "current", reads_qk=self.reads_keys)
 
+    def params(self) -> dict:
+        """The constructor's arguments as this instance holds them (``type(self)(**params())``
+        rebuilds it)."""
+        return {}
+
     def config(self) -> dict:
-        """Everything that changes which tokens this pruner keeps (part of an evaluation's key)."""
-        return {"name": self.name}
+        """Everything that changes which tokens this pruner keeps (part of an evaluation's key):
+        its name, its algorithm's version and its parameters."""
+        return {"name": self.name, "version": self.version, **self.params()}

@@ -28,8 +28,8 @@ class Random(Pruner):
             draws[b, : ctx.state.n_visual[b]] = torch.rand(ctx.state.n_visual[b], generator=g)
         return torch.gather(draws.to(slot.device), 1, slot.clamp_min(0)).masked_fill(slot < 0, 0.0)
 
-    def config(self):
-        return {"name": self.name, "seed": self.seed}
+    def params(self):
+        return {"seed": self.seed}
 
 
 class Spatial(Pruner):

@@ -31,5 +31,5 @@ class PyramidDrop(Pruner):
         stages = sorted({max(1, round(layers * f)) for f in (0.25, 0.5, 0.75)})
         return PruningSchedule.steps(layers, {layer: self.ratio ** (k + 1) for k, layer in enumerate(stages)})
 
-    def config(self):
-        return {"name": self.name, "ratio": self.ratio}
+    def params(self):
+        return {"ratio": self.ratio}

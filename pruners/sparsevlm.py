@@ -109,5 +109,5 @@ class SparseVLM(Pruner):
                 steps[at], last = keep, at
         return PruningSchedule.steps(layers, steps)
 
-    def config(self):
-        return {"name": self.name, "recycle": self.recycle}
+    def params(self):
+        return {"recycle": self.recycle}
