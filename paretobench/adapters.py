@@ -233,9 +233,10 @@ class DecoderAdapter:
 
         return DynamicCache()
 
-    def last_position(self, state: SeqState) -> torch.Tensor:
-        """(..., B): each row's last original position, per axis for M-RoPE."""
-        return state.pos.masked_fill(~state.valid, -1).max(dim=-1).values
+    def last_position(self, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(..., B): each row's last position among ``pos`` (..., B, n) where ``valid`` (B, n), per
+        axis for M-RoPE."""
+        return pos.masked_fill(~valid, -1).max(dim=-1).values
 
     def decode_positions(self, last: torch.Tensor, step: int) -> torch.Tensor:
         """Generated tokens continue from the last position, on every axis alike (as ``generate`` does)."""

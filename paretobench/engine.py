@@ -100,8 +100,11 @@ class ScoreContext:
     """What a pruner sees at a pruning step before decoder layer ``layer``."""
 
     def __init__(self, engine: Engine, state: SeqState, layer: int, qk, source: int, *, projects: bool = False,
-                 live: torch.Tensor | None = None):  # fmt: skip
+                 live: torch.Tensor | None = None, initial: SeqState | None = None):  # fmt: skip
         self.engine, self.state, self.layer, self.source = engine, state, layer, source
+        # the sequence as it entered layer 0, before any step of this forward (SparseVLM chooses
+        # its raters once, from every visual token's embedding)
+        self.initial = initial if initial is not None else state
         # (B, n) which positions are still in the sequence; None = all. The relaxed (masked, not
         # dropped) forward of VisPCO keeps masked tokens in place: they are neither ranked nor attended.
         self.live = live
@@ -186,6 +189,8 @@ class Engine:
         a = self.adapter
         schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
         state = replace(state, by_slot=dict(state.by_slot))  # pruners may add to it; this run only
+        initial = state
+        repack = getattr(pruner, "positions", "keep") == "repack" and state.pos.dim() == 2  # 1-D RoPE only
         targets = self._steps(schedule, state.n_visual)
         # live counts are tracked here, on the host: reading them off the device at every layer
         # would stall an accelerator's queue once per layer
@@ -209,9 +214,8 @@ class Engine:
                 else:
                     q, k = captured.pop("q"), captured.pop("k")
                     qk, source, projects = (lambda st=state, layer=i - 1: a.rope_qk(layer, st, q, k)), i - 1, False
-                ctx = ScoreContext(self, state, i, qk, source, projects=projects)
-                counts = [min(t, c) for t, c in zip(targets[i], counts)]
-                state = self._drop(ctx, pruner, counts, text)
+                ctx = ScoreContext(self, state, i, qk, source, projects=projects, initial=initial)
+                state, counts = self._drop(ctx, pruner, [min(t, c) for t, c in zip(targets[i], counts)], text, repack)
                 score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
             live.append(list(counts))
             tokens.append([t + c for t, c in zip(text, counts)])
@@ -246,31 +250,41 @@ class Engine:
             fn(ScoreContext(self, state, i + 1, qk, i))
             state = replace(state, h=h)
 
-    def _drop(self, ctx: ScoreContext, pruner, want: list[int], text: list[int]) -> SeqState:
-        """Keep ``want[b]`` visual tokens of row b, those the pruner selects (and, for merging
-        pruners, give the kept ones the hidden states it merged into them); text tokens (``text[b]``
-        of them) always stay. The whole batch at once: one device sync, for the check."""
+    def _drop(self, ctx: ScoreContext, pruner, want: list[int], text: list[int],
+              repack: bool = False) -> tuple[SeqState, list[int]]:  # fmt: skip
+        """Keep ``want[b]`` visual tokens of row b, those the pruner selects, with the hidden states
+        it gives them, plus any tokens it adds (``Selection.added``); text tokens (``text[b]`` of
+        them) always stay. ``repack``: positions become 0..n-1 again afterwards. Returns the new
+        state and each row's live visual count. The whole batch at once: one device sync, for the check."""
+        from pruners.base import Selection
+
         state = ctx.state
         if not any(want):  # every visual token goes: nothing to rank, nothing to pay for scoring
-            keep, merged = torch.zeros_like(state.valid), None
+            sel = Selection(torch.zeros_like(state.valid))
         else:
-            chosen = pruner.select(ctx, want)
-            merged = pruner.merge(ctx, chosen)
-            keep = _as_keep_mask(chosen, state.valid.shape)
+            sel = Selection.of(pruner.select(ctx, want))
+        keep = _as_keep_mask(sel.keep, state.valid.shape)
         got, stray = torch.stack([keep.sum(1), (keep & ~state.visual).sum(1)]).tolist()
         for b in range(len(want)):
             if got[b] != want[b] or stray[b]:
                 raise RuntimeError(f"{pruner.name} chose {got[b]} visual positions for row {b} ({stray[b]} not "
                                    f"live visual tokens); the schedule asks for {want[b]}")  # fmt: skip
         h = state.h
-        if merged is not None and any(m is not None for m in merged):
-            rows = [b for b, m in enumerate(merged) if m is not None]
+        if sel.hidden is not None and any(m is not None for m in sel.hidden):
+            rows = [b for b, m in enumerate(sel.hidden) if m is not None]
+            chosen = [torch.nonzero(keep[b]).squeeze(1) for b in rows]
             h = h.clone()
-            at = torch.cat([chosen[b] for b in rows])
-            row = torch.cat([torch.full_like(chosen[b], b) for b in rows])
-            h[row, at] = torch.cat([merged[b] for b in rows]).to(h.dtype)
+            h[torch.cat([torch.full_like(c, b) for b, c in zip(rows, chosen)]), torch.cat(chosen)] = torch.cat(
+                [sel.hidden[b] for b in rows]).to(h.dtype)  # fmt: skip
+        by_slot = {**state.by_slot, **(sel.by_slot or {})}
         keep = keep | (state.valid & ~state.visual)
-        return replace(state, h=h).compact(keep, [t + w for t, w in zip(text, want)])
+        added = [0 if a is None else len(a[0]) for a in (sel.added or [None] * len(want))]
+        out = replace(state, h=h, by_slot=by_slot).compact(keep, [t + w for t, w in zip(text, want)])
+        if any(added):
+            out = _insert(state, out, sel.added)
+        if repack:
+            out = replace(out, pos=(out.valid.long().cumsum(1) - 1).masked_fill(~out.valid, 1))
+        return out, [w + a for w, a in zip(want, added)]
 
     @torch.no_grad()
     def generate(self, state: SeqState, schedule: PruningSchedule | None = None, pruner=None, *,
@@ -282,17 +296,21 @@ class Engine:
         token = pre.logits.argmax(-1)
         done = token == eos_id
         tokens = [token]
-        last = a.last_position(state)
+        # each layer's generated tokens continue from the last position its cache holds: the
+        # original last position, or, where a pruner repacks positions, that layer's own count
+        last_of: dict = {}  # layers between two steps hold one position tensor: one last position for them
+        lasts = [last_of.setdefault(id(p), a.last_position(p, v)) for p, v in zip(pre.layer_pos, pre.layer_valid)]
         masks, key_pos = list(pre.layer_valid), list(pre.layer_pos)
         for step in range(1, max_new_tokens):
             if bool(done.all()):
                 break
             masks = [torch.cat([m, m.new_ones(m.shape[0], 1)], 1) for m in masks]
             h = a.embed(token[:, None])
-            pos = a.decode_positions(last, step)
-            key_pos = [torch.cat([p, pos], -1) for p in key_pos]
+            shared: dict = {}  # layers whose last position is the same tensor share one position tensor (and rotary table)
+            pos = [shared.setdefault(id(last), a.decode_positions(last, step)) for last in lasts]
+            key_pos = [torch.cat([p, q], -1) for p, q in zip(key_pos, pos)]
             for i in range(a.num_layers):
-                h = a.run_decode_layer(i, h, pos, masks[i], key_pos[i], pre.cache)
+                h = a.run_decode_layer(i, h, pos[i], masks[i], key_pos[i], pre.cache)
             nxt = a.logits(h[:, -1]).argmax(-1)
             token = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             tokens.append(token)
@@ -312,6 +330,32 @@ def _as_keep_mask(chosen, shape) -> torch.Tensor:
     row = torch.cat([torch.full((len(c),), b, dtype=torch.long, device=device) for b, c in enumerate(chosen)])
     keep[row, torch.cat(list(chosen)).long()] = True
     return keep
+
+
+def _insert(before: SeqState, after: SeqState, added) -> SeqState:
+    """``after`` with each row's added tokens placed right after its last visual token: row b's
+    ``added[b] = (sources, hidden)`` are new tokens with the hidden states ``hidden`` (m, D), each
+    taking the slot, position and embedding of the position ``sources`` in ``before`` (the state
+    the pruner saw)."""
+    rows = after.rows()
+    for b, a in enumerate(added):
+        if a is None or not len(a[0]):
+            continue
+        src, hidden = a
+        r = rows[b]
+        vis = torch.nonzero(r.slot[0] >= 0).squeeze(1)
+        if not len(vis):
+            raise RuntimeError(f"row {b}: tokens added where no visual token is kept")
+        at, m = int(vis[-1]) + 1, len(src)
+
+        def put(x, new, dim=1):
+            return torch.cat([x.narrow(dim, 0, at), new, x.narrow(dim, at, x.shape[dim] - at)], dim)
+
+        h0 = None if r.h0 is None else put(r.h0, before.h0[b : b + 1, src])
+        rows[b] = SeqState(put(r.h, hidden[None].to(r.h.dtype)), put(r.pos, before.pos[..., b : b + 1, src], dim=-1),
+                           put(r.valid, torch.ones_like(r.valid[:, :m])), put(r.slot, before.slot[b : b + 1, src]),
+                           r.keys, r.n_visual, h0, r.by_slot)  # fmt: skip
+    return SeqState.stack(rows)
 
 
 def _left(x: torch.Tensor, dim: int, n: int) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ own q/k projections and RoPE (attention itself stays SDPA/FlashAttention in ever
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch-free at import, like the rest of the registry targets' modules
@@ -17,6 +18,28 @@ if TYPE_CHECKING:  # torch-free at import, like the rest of the registry targets
 
     from paretobench.engine import ScoreContext
     from paretobench.schedule import PruningSchedule
+
+
+@dataclass
+class Selection:
+    """What a pruner decides at one pruning step; the engine applies it.
+
+    ``keep``: the visual tokens that stay, a (B, n) bool mask or per row their sequence
+    positions. ``hidden``: per row, new hidden states (kept, D) for the kept tokens in sequence
+    order (merging pruners), or None to leave them. ``added``: per row, tokens the pruner adds
+    after the row's last kept visual token, as ``(sources, hidden)``: each new token takes the
+    slot, position and embedding of a position ``sources`` of the current sequence and holds
+    ``hidden`` (SparseVLM's recycled clusters). ``by_slot``: per-slot data, (B, max Nv, ...),
+    that later steps of the same forward read from ``ctx.state.by_slot`` (ViTCoP's clusters)."""
+
+    keep: object
+    hidden: list | None = None
+    added: list | None = None
+    by_slot: dict | None = None
+
+    @classmethod
+    def of(cls, chosen) -> Selection:
+        return chosen if isinstance(chosen, Selection) else cls(chosen)
 
 
 class Pruner:
@@ -33,16 +56,19 @@ class Pruner:
     # which query rows a scoring step reads (the FLOPs it costs): none, last, text or all
     score_rows: str = "all"
     reads_keys: bool = False  # reads keys without attention rows (then pays for them only before layer 0)
+    # positions after a step: "keep" the original (gapped) ids, or "repack" them to 0..n-1 as the
+    # official PyramidDrop and SparseVLM code does (1-D RoPE only: M-RoPE positions are kept)
+    positions: str = "keep"
 
     def scores(self, ctx: ScoreContext) -> torch.Tensor:
         """(B, n) importance of every position of the current sequence; only the entries of
         live visual tokens are read."""
         raise NotImplementedError
 
-    def select(self, ctx: ScoreContext, k: list[int]) -> torch.Tensor | list[torch.Tensor]:
-        """Which visual tokens to keep, ``k[b]`` of row b's live ones: a (B, n) bool mask, or per
-        row their sequence positions. By default the ``k[b]`` highest scores, ties going to the
-        earlier token; the whole batch at once."""
+    def select(self, ctx: ScoreContext, k: list[int]) -> torch.Tensor | list[torch.Tensor] | Selection:
+        """Which visual tokens to keep, ``k[b]`` of row b's live ones: a (B, n) bool mask, per row
+        their sequence positions, or a ``Selection`` (which can also merge and add tokens). By
+        default the ``k[b]`` highest scores, ties going to the earlier token; the whole batch at once."""
         import torch
 
         scores = self.scores(ctx).float()
@@ -53,14 +79,6 @@ class Pruner:
         places = torch.arange(order.shape[1], device=order.device).expand_as(order)
         rank = torch.empty_like(order).scatter_(1, order, places)
         return alive & (rank < torch.tensor(k, device=rank.device)[:, None])
-
-    def merge(self, ctx: ScoreContext, keep) -> list[torch.Tensor | None] | None:
-        """Merging pruners (whose ``select`` gives per-row positions) give, per row, new hidden
-        states (len(keep[b]), D) for the kept tokens (e.g. each the mean of a cluster of dropped
-        ones); None = keep them as they are. By default: what ``select`` left in
-        ``self._merged`` for this step (then cleared)."""
-        merged, self._merged = getattr(self, "_merged", None), None
-        return merged
 
     def preset(self, layers: int) -> PruningSchedule:
         """The method's published default schedule, for a decoder with ``layers`` layers."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from pruners.base import Pruner
+from pruners.base import Pruner, Selection
 
 PUBLISHED_LAYERS, PUBLISHED_DEPTH = (2, 6, 15), 32
 PUBLISHED_KEEP = (300 / 576, 200 / 576, 110 / 576)
@@ -78,7 +78,7 @@ class SparseVLM(Pruner):
         import torch
 
         scores = self.scores(ctx).float()
-        keep, self._merged = [], []
+        keep, merged = [], []
         for b, count in enumerate(k):
             alive = ctx.visual_positions(b)
             order = alive[torch.sort(scores[b, alive], descending=True, stable=True).indices]
@@ -87,17 +87,17 @@ class SparseVLM(Pruner):
             n_centres = min(len(candidates) // 10 + 1, count) if len(candidates) and count else 0
             if n_centres == 0:
                 keep.append(order[:count].sort().values)
-                self._merged.append(None)
+                merged.append(None)
                 continue
             centres, assign = density_peak_centres(ctx.state.h[b, candidates], n_centres)
-            merged = torch.stack([ctx.state.h[b, candidates[assign == c]].mean(0) for c in range(n_centres)])
+            means = torch.stack([ctx.state.h[b, candidates[assign == c]].mean(0) for c in range(n_centres)])
             chosen = torch.cat([order[: count - n_centres], candidates[centres]])
             sort = chosen.argsort()
             keep.append(chosen[sort])
             # the kept tokens' hidden states, in sorted order: merged clusters at the centres
-            h = torch.cat([ctx.state.h[b, order[: count - n_centres]], merged])
-            self._merged.append(h[sort])
-        return keep
+            h = torch.cat([ctx.state.h[b, order[: count - n_centres]], means])
+            merged.append(h[sort])
+        return Selection(keep, hidden=merged)
 
     def preset(self, layers):
         from paretobench.schedule import PruningSchedule

@@ -22,7 +22,7 @@ from three quarters of the depth on.
 
 from __future__ import annotations
 
-from pruners.base import Pruner
+from pruners.base import Pruner, Selection
 from pruners.sparsevlm import density_peak_centres
 
 
@@ -73,9 +73,10 @@ class ViTCoP(Pruner):
         import torch
 
         st = ctx.state
-        clusters = st.by_slot.setdefault("vitcop_cluster", torch.full(st.slot.shape[:1] + (max(st.n_visual),), -1,
-                                                                    device=st.slot.device))
-        keep, self._merged = [], []
+        clusters = st.by_slot.get("vitcop_cluster")
+        clusters = (torch.full(st.slot.shape[:1] + (max(st.n_visual),), -1, device=st.slot.device)
+                    if clusters is None else clusters.clone())  # fmt: skip
+        keep, merged = [], []
         if ctx.layer == 0 and "vision_cls_attention" in st.by_slot:
             for b, count in enumerate(k):
                 alive = ctx.visual_positions(b)
@@ -84,8 +85,7 @@ class ViTCoP(Pruner):
                 top = alive[torch.sort(cls, descending=True, stable=True).indices[:count]].sort().values
                 clusters[b, st.slot[b, top]] = self._cluster(st.by_slot["vision_keys"][b, st.slot[b, top]].float(), count)
                 keep.append(top)
-                self._merged.append(None)
-            return keep
+            return Selection(keep, by_slot={"vitcop_cluster": clusters})
         key = ctx.keys.float().mean(1)  # (B, n, e): head-mean keys of the layer before the step
         saliency = -key.norm(dim=-1)
         for b, count in enumerate(k):
@@ -112,8 +112,8 @@ class ViTCoP(Pruner):
                         h_new[pos] = st.h[b, group].mean(0)
             chosen = torch.cat(chosen).sort().values
             keep.append(chosen)
-            self._merged.append(h_new[chosen])
-        return keep
+            merged.append(h_new[chosen])
+        return Selection(keep, hidden=merged, by_slot={"vitcop_cluster": clusters})
 
     def preset(self, layers):
         from paretobench.schedule import PruningSchedule

@@ -134,9 +134,10 @@ def test_sparsevlm_scores_and_recycling(tiny, samples):
             seen["h"] = ctx.state.h.clone()
             return seen["scores"]
 
-        def merge(self, ctx, keep):
-            seen["keep"], seen["merged"] = keep, self._merged
-            return super().merge(ctx, keep)
+        def select(self, ctx, k):
+            sel = super().select(ctx, k)
+            seen["keep"], seen["merged"] = sel.keep, sel.hidden
+            return sel
 
     result = Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
     assert result.live_visual[1] == [36] * len(samples)
@@ -224,11 +225,11 @@ def test_vitcop_llm_stage_keeps_the_most_salient_of_every_cluster(tiny, samples)
 
     class Spy(ViTCoP):
         def select(self, ctx, k):
-            keep = super().select(ctx, k)
+            sel = super().select(ctx, k)
             seen["norm"] = ctx.keys.float().mean(1).norm(dim=-1)[0]
-            seen["cluster"] = ctx.state.by_slot["vitcop_cluster"][0, ctx.state.slot[0]]
-            seen["alive"], seen["keep"] = ctx.visual_positions(0), keep[0]
-            return keep
+            seen["cluster"] = sel.by_slot["vitcop_cluster"][0, ctx.state.slot[0]]
+            seen["alive"], seen["keep"] = ctx.visual_positions(0), sel.keep[0]
+            return sel
 
     Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
     alive, keep, cluster, norm = seen["alive"], seen["keep"], seen["cluster"], seen["norm"]
