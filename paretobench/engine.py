@@ -215,7 +215,10 @@ class Engine:
                     q, k = captured.pop("q"), captured.pop("k")
                     qk, source, projects = (lambda st=state, layer=i - 1: a.rope_qk(layer, st, q, k)), i - 1, False
                 ctx = ScoreContext(self, state, i, qk, source, projects=projects, initial=initial)
-                state, counts = self._drop(ctx, pruner, [min(t, c) for t, c in zip(targets[i], counts)], text, repack)
+                # a row steps where its own count falls (then it keeps that many ranked tokens, plus
+                # what the pruner adds back); the others keep what they hold
+                want = [t if t < p else c for t, p, c in zip(targets[i], targets[i - 1] if i else state.n_visual, counts)]
+                state, counts = self._drop(ctx, pruner, want, text, repack)
                 score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
             live.append(list(counts))
             tokens.append([t + c for t, c in zip(text, counts)])

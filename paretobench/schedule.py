@@ -127,6 +127,7 @@ class ScoreCost:
     rows: str = "none"
     projects: bool = False
     reads_qk: bool = False  # reads keys without attention rows (ViTCoP's K-norm)
+    recycle: float = 0.0  # SparseVLM: the share of dropped tokens clustered back into added tokens
 
     def __post_init__(self):
         if self.rows not in SCORE_ROWS:
@@ -142,21 +143,41 @@ class ScoreCost:
         return cost
 
 
+    def added(self, live: int, kept: int) -> int:
+        """Tokens a step adds on top of the ``kept`` ranked ones of ``live`` (SparseVLM's recycled
+        clusters: ``int(0.3 * dropped) + 1`` candidates, a tenth of them plus one as clusters)."""
+        dropped = live - kept
+        return int((int(dropped * self.recycle) + 1) / 10) + 1 if kept and dropped > 0 and self.recycle > 0 else 0
+
+
 FREE = ScoreCost()
+
+
+def live_counts(schedule: PruningSchedule, n_visual: int, score: ScoreCost = FREE) -> list[tuple[int, int | None]]:
+    """Per layer: the visual tokens alive at its input and, where a step happens before it, how
+    many were alive before that step (else None). A step happens where the schedule's count
+    falls; it keeps that many ranked tokens, plus what the pruner adds back (``score.added``)."""
+    out, live, target = [], n_visual, n_visual
+    for c in schedule.counts(n_visual):
+        if c < target:
+            before, live = live, c + score.added(live, c)
+            out.append((live, before))
+        else:
+            out.append((live, None))
+        target = c
+    return out
 
 
 def schedule_flops(shape: DecoderShape, schedule: PruningSchedule, n_text: int, n_visual: int,
                    score: ScoreCost = FREE) -> int:  # fmt: skip
-    """Decoder prefill FLOPs with the schedule's live token count at each layer, plus what the
-    pruner's scoring costs at each step (``score``; default: nothing)."""
+    """Decoder prefill FLOPs with the live token count at each layer (``live_counts``), plus
+    what the pruner's scoring costs at each step (``score``; default: nothing)."""
     schedule.check_layers(shape.layers)
-    counts = schedule.counts(n_visual)
-    cost = prefill_flops(shape, [n_text + c for c in counts])
-    before = n_visual
-    for layer, c in enumerate(counts):
-        if 0 < c < before:  # dropping every token needs no ranking
+    counts = live_counts(schedule, n_visual, score)
+    cost = prefill_flops(shape, [n_text + live for live, _ in counts])
+    for layer, (live, before) in enumerate(counts):
+        if before is not None and live > 0:  # dropping every token needs no ranking
             cost += score.step(shape, layer, n_text, before)
-        before = c
     return cost
 
 

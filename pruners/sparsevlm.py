@@ -1,18 +1,26 @@
-"""SparseVLM: text-guided ranking by "rater" tokens, and recycling of pruned tokens.
+"""SparseVLM: text raters rank the visual tokens; the best of the dropped ones are recycled as
+cluster tokens.
 
-1. Raters: the text tokens that can see the image (after its first token, attention being
-   causal) whose relevance to the visual tokens is above the mean. Relevance of a text token =
-   softmax over the text tokens of visual . text on the input embeddings, averaged over the
-   visual tokens.
+As its official code runs (Gumpest/SparseVLMs, version "1_0", the default; docs/methods.md):
+
+1. Raters, chosen once per input from the embeddings of every visual token: the text tokens
+   after the image whose relevance is above the mean, relevance = softmax over the text tokens
+   of visual . text, averaged over the visual tokens.
 2. Score of a visual token = head-mean attention from the raters to it, averaged over raters,
-   in the layer before the pruning step.
-3. Recycling: of the tokens the ranking would drop, the best-scored ``recycle`` share is
-   clustered (density peaks over k nearest neighbours, on the hidden states) into
-   ``n / 10 + 1`` clusters; each cluster's mean replaces its centre token, and those centres
-   take the places of the lowest-ranked kept tokens, so the schedule's count holds exactly.
+   in the layer whose output is pruned (our step before the next layer, ``score_layer =
+   "previous"``: the same attention map and the same hidden states).
+3. Recycling (``recycle``, on by default): of the dropped tokens, the ``int(0.3 * dropped) + 1``
+   best scored are clustered by density peaks (``density_peak_centres``) into
+   ``int(candidates / 10) + 1`` clusters; each cluster's mean becomes a new visual token, the
+   block of them placed right after the kept visual tokens. So a step that keeps ``k`` ranked
+   tokens leaves ``k + clusters``, and the next step ranks those.
+4. Positions are renumbered 0..n-1 after each step (``positions="repack"``; "keep" keeps the
+   original ids, then each recycled token takes its cluster centre's position).
 
-Published default (LLaVA-1.5-7B, 32 layers, the 192-token setting): steps at layers 2, 6 and
-15 keeping 300, 200 and 110 of 576 tokens. The preset scales the layers to the decoder's depth.
+Published default (LLaVA-1.5-7B, 32 layers, 576 tokens, the 192-token setting): the outputs of
+layers 2, 6 and 15 are pruned to 300, 200 and 110 ranked tokens (309, 204 and 113 with the
+recycled ones): for our decoders those layers scaled to the depth, so the inputs of the layers
+after them are the first with fewer tokens.
 """
 
 from __future__ import annotations
@@ -21,48 +29,73 @@ import math
 
 from pruners.base import Pruner, Selection
 
-PUBLISHED_LAYERS, PUBLISHED_DEPTH = (2, 6, 15), 32
+PUBLISHED_LAYERS, PUBLISHED_DEPTH = (2, 6, 15), 32  # the layers whose OUTPUT is pruned
 PUBLISHED_KEEP = (300 / 576, 200 / 576, 110 / 576)
+SETTINGS = {192: (300, 200, 110), 128: (303, 110, 36), 96: (238, 48, 26), 64: (66, 30, 17)}  # of 576 tokens
 
 
-def density_peak_centres(x, n_centres: int, k: int = 5):
-    """Indices of ``n_centres`` cluster centres of the rows of ``x`` (density peaks with a
-    k-nearest-neighbour density), and each row's cluster (its nearest centre)."""
+def density_peak_centres(x, n_centres: int):
+    """Density-peak clustering of the rows of ``x`` (N, C) into ``n_centres`` clusters, as
+    SparseVLM clusters: distances divided by sqrt(C) (so that densities do not underflow at
+    hidden-state scale), density = exp(-mean squared distance to the ``n_centres`` nearest rows,
+    the row itself included), each row's distance to its nearest denser row (the densest gets
+    the largest distance of all), centres = the ``n_centres`` largest density x distance.
+    Returns the centres' rows (in that order) and each row's cluster (its nearest centre; a
+    centre is its own)."""
     import torch
 
-    n = x.shape[0]
-    dist = torch.cdist(x.float(), x.float())
-    k = max(1, min(k, n - 1))
-    knn = dist.topk(k + 1, largest=False).values[:, 1:] if n > 1 else dist[:, :1]
-    density = torch.exp(-knn.pow(2).mean(1))
-    higher = density[None, :] > density[:, None]  # [i, j]: j is denser than i
-    far = dist.masked_fill(~higher, float("inf")).min(1).values
-    far = torch.where(torch.isinf(far), dist.max(1).values, far)  # the densest point
-    centres = torch.sort((density * far), descending=True, stable=True).indices[:n_centres]
-    assign = dist[:, centres].argmin(1)
+    x = x.float()
+    n, c = x.shape
+    # the exact distances, not the matrix-product shortcut (whose rounding can reorder near ties)
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist") / math.sqrt(c)
+    k = min(n_centres, n)
+    density = torch.exp(-dist.topk(k, dim=1, largest=False).values.pow(2).mean(1))
+    denser = density[None, :] > density[:, None]  # [i, j]: j is denser than i
+    parent = dist.masked_fill(~denser, float("inf")).min(1).values
+    parent = torch.where(torch.isinf(parent), dist.max(), parent)
+    centres = torch.sort(density * parent, descending=True, stable=True).indices[:n_centres]
+    assign = dist[centres].argmin(0)
+    assign[centres] = torch.arange(len(centres), device=x.device)
     return centres, assign
 
 
 class SparseVLM(Pruner):
     name = "sparsevlm"
+    version = 2  # 1: raters per step, recycled tokens in place of kept ones, unscaled 5-NN clustering
     score_rows = "text"  # the raters, at most every text token
 
-    def __init__(self, recycle: float = 0.3):
+    def __init__(self, recycle: float = 0.3, positions: str = "repack"):
         if not 0.0 <= recycle <= 1.0:
-            raise ValueError(f"sparsevlm recycle share {recycle} must be in [0, 1]")
-        self.recycle = recycle
+            raise ValueError(f"sparsevlm recycle share {recycle} must be in [0, 1] (0: no recycling)")
+        if positions not in ("repack", "keep"):
+            raise ValueError(f"sparsevlm positions {positions!r}: valid: repack, keep")
+        self.recycle, self.positions = recycle, positions
+
+    def params(self):
+        return {"recycle": self.recycle, "positions": self.positions}
+
+    def score_cost(self):
+        from dataclasses import replace
+
+        return replace(super().score_cost(), recycle=self.recycle)
 
     def raters(self, ctx, b: int):
+        """Row b's raters as positions of the current sequence. They are chosen on the sequence
+        before any step (``ctx.initial``) and found again by their rank among the row's text
+        tokens, which no step removes or reorders."""
         import torch
 
-        st = ctx.state
-        visual = torch.nonzero(st.visual[b]).squeeze(1)
-        text = torch.nonzero(st.valid[b] & ~st.visual[b]).squeeze(1)
-        text = text[text > visual.min()] if len(visual) else text
-        v, t = st.h0[b, visual].float(), st.h0[b, text].float()
+        first = ctx.initial
+        visual = torch.nonzero(first.visual[b]).squeeze(1)
+        text = torch.nonzero(first.valid[b] & ~first.visual[b]).squeeze(1)
+        after = torch.nonzero(text > visual.max()).squeeze(1)  # ranks of the text tokens after the image
+        v, t = first.h0[b, visual].float(), first.h0[b, text[after]].float()
         relevance = (v @ t.T).softmax(-1).mean(0)
-        chosen = text[relevance > relevance.mean()]
-        return chosen if len(chosen) else text
+        chosen = after[relevance > relevance.mean()]
+        if not len(chosen):  # every text token equally relevant
+            chosen = after
+        st = ctx.state
+        return torch.nonzero(st.valid[b] & ~st.visual[b]).squeeze(1)[chosen]
 
     def scores(self, ctx):
         import torch
@@ -78,36 +111,38 @@ class SparseVLM(Pruner):
         import torch
 
         scores = self.scores(ctx).float()
-        keep, merged = [], []
+        keep, added = [], []
         for b, count in enumerate(k):
             alive = ctx.visual_positions(b)
             order = alive[torch.sort(scores[b, alive], descending=True, stable=True).indices]
-            dropped = order[count:]
-            candidates = dropped[: math.ceil(self.recycle * len(dropped))]
-            n_centres = min(len(candidates) // 10 + 1, count) if len(candidates) and count else 0
-            if n_centres == 0:
-                keep.append(order[:count].sort().values)
-                merged.append(None)
+            keep.append(order[:count].sort().values)
+            n_clusters = self.score_cost().added(len(alive), count)
+            if not n_clusters:
+                added.append(None)
                 continue
-            centres, assign = density_peak_centres(ctx.state.h[b, candidates], n_centres)
-            means = torch.stack([ctx.state.h[b, candidates[assign == c]].mean(0) for c in range(n_centres)])
-            chosen = torch.cat([order[: count - n_centres], candidates[centres]])
-            sort = chosen.argsort()
-            keep.append(chosen[sort])
-            # the kept tokens' hidden states, in sorted order: merged clusters at the centres
-            h = torch.cat([ctx.state.h[b, order[: count - n_centres]], means])
-            merged.append(h[sort])
-        return Selection(keep, hidden=merged)
+            dropped = order[count:].sort().values  # in sequence order, then the best scored of them
+            candidates = dropped[torch.sort(scores[b, dropped], descending=True, stable=True).indices]
+            candidates = candidates[: int(len(dropped) * self.recycle) + 1]
+            h = ctx.state.h[b, candidates]
+            centres, assign = density_peak_centres(h, n_clusters)
+            means = torch.stack([h[assign == c].float().mean(0) for c in range(n_clusters)])
+            added.append((candidates[centres], means))
+        return Selection(keep, added=added)
 
     def preset(self, layers):
-        from paretobench.schedule import PruningSchedule
+        return self.setting_schedule(layers, 192)
 
+    @staticmethod
+    def setting_schedule(layers: int, setting: int = 192):
+        """A published setting (192, 128, 96 or 64 tokens on average) for a ``layers``-layer
+        decoder: the pruned layers scaled to the depth (half up), the counts as fractions of 576."""
+        from paretobench.schedule import PruningSchedule, ScheduleError, keep_count
+
+        if setting not in SETTINGS:
+            raise ScheduleError(f"sparsevlm setting {setting}: valid: {', '.join(map(str, SETTINGS))}")
         steps, last = {}, 0
-        for layer, keep in zip(PUBLISHED_LAYERS, PUBLISHED_KEEP):
-            at = max(last + 1, round(layer * layers / PUBLISHED_DEPTH), 1)
+        for layer, count in zip(PUBLISHED_LAYERS, SETTINGS[setting]):
+            at = max(last + 1, keep_count(layer / PUBLISHED_DEPTH, layers) + 1)  # the input after the pruned output
             if at < layers:
-                steps[at], last = keep, at
+                steps[at], last = count / 576, at
         return PruningSchedule.steps(layers, steps)
-
-    def params(self):
-        return {"recycle": self.recycle}

@@ -121,47 +121,6 @@ def test_unsupported_architecture_is_named(tiny):
         adapter_for(Fake(), processor)
 
 
-def test_sparsevlm_scores_and_recycling(tiny, samples):
-    """Scores = the raters' mean head-mean eager attention; recycled tokens = cluster means."""
-    model, processor = tiny
-    a, _, state = _state(model, processor, samples)
-    seen = {}
-
-    class Spy(SparseVLM):
-        def scores(self, ctx):
-            seen["raters"] = [self.raters(ctx, b) for b in range(len(samples))]
-            seen["scores"] = super().scores(ctx)
-            seen["h"] = ctx.state.h.clone()
-            return seen["scores"]
-
-        def select(self, ctx, k):
-            sel = super().select(ctx, k)
-            seen["keep"], seen["merged"] = sel.keep, sel.hidden
-            return sel
-
-    result = Engine(a).prefill(state, PruningSchedule.parse("1,0.25", 2), Spy())
-    assert result.live_visual[1] == [36] * len(samples)
-    seen["eager"] = eager_attention(model, a, state, 0)
-    for b, raters in enumerate(seen["raters"]):
-        # raters are text tokens after the image, and at least one
-        assert len(raters) and bool((~state.visual[b, raters]).all()) and raters.min() > state.visual[b].nonzero().min()
-        want = seen["eager"][b].mean(0)[raters].mean(0)
-        visual = state.visual[b]
-        torch.testing.assert_close(seen["scores"][b, visual], want[visual].float(), rtol=0, atol=1e-5)
-        # 108 ranked out; the best 33 of them form 4 clusters whose means sit at the centres,
-        # which replace the 4 lowest of the 36 best-ranked tokens
-        h, scores = seen["h"][b], seen["scores"][b]
-        alive = torch.nonzero(visual).squeeze(1)
-        order = alive[torch.sort(scores[alive], descending=True, stable=True).indices]
-        candidates = order[36:][:33]
-        centres, assign = density_peak_centres(h[candidates], 4)
-        want_h = {int(p): h[p] for p in order[:32]}
-        want_h.update({int(candidates[c]): h[candidates[assign == i]].mean(0) for i, c in enumerate(centres)})
-        assert sorted(want_h) == seen["keep"][b].tolist()
-        for pos, got in zip(seen["keep"][b].tolist(), seen["merged"][b]):
-            torch.testing.assert_close(got, want_h[pos])
-
-
 def test_density_peak_centres_find_separated_clusters():
     g = torch.Generator().manual_seed(0)
     blobs = torch.cat([torch.randn(10, 3, generator=g) * 0.1 + c for c in (0.0, 5.0, -5.0)])

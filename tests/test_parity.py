@@ -1,0 +1,128 @@
+"""Each pruner against a reference written from its official repository's logic
+(``tests/reference``): a LLaVA run layer by layer at batch 1 with eager attention, as the
+official code runs it. Our engine runs SDPA and recomputes the score rows from q/k; the kept
+tokens must be the same at every layer, in the same order, and the hidden states and logits
+equal within 1e-5."""
+
+import pytest
+import torch
+
+from paretobench.adapters import adapter_for
+from paretobench.data.tsv import read_tsv
+from paretobench.engine import Engine
+from paretobench.models.loading import load_model
+from paretobench.schedule import PruningSchedule
+from pruners.fastv import FastV
+from pruners.pyramiddrop import PyramidDrop
+from pruners.sparsevlm import SparseVLM, density_peak_centres
+from reference.fastv import fastv
+from reference.llava_loop import LlavaLoop
+from reference.pyramiddrop import pyramiddrop
+from reference.sparsevlm import cluster_and_merge, sparsevlm
+
+LAYERS = 6
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A random tiny-llava with six decoder layers (several steps fit), saved with its processor.
+    Its queries and keys are scaled up so that attention is peaked, as in a trained model: at
+    random initialisation every token gets nearly the same attention, and rankings of near ties
+    would test float rounding rather than the algorithms."""
+    from paretobench.models.tiny_llava import build_model, build_processor
+
+    out = tmp_path_factory.mktemp("parity")
+    processor = build_processor()
+    model = build_model(processor, seed=4, text_layers=LAYERS, text_hidden=64, vision_layers=1)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(6.0)
+            layer.self_attn.k_proj.weight.mul_(6.0)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples(synth_dir):
+    return read_tsv(synth_dir / "synth8_relation.tsv")[:2] + read_tsv(synth_dir / "synth8_count.tsv")[:1]
+
+
+def _ours(model_dir, sample, schedule, pruner):
+    loaded = load_model(str(model_dir))
+    a = adapter_for(loaded.model, loaded.processor)
+    state = a.prepare(a.encode([sample]))
+    return Engine(a).prefill(state, schedule, pruner, trace=True), a.encode([sample]).inputs
+
+
+def _reference_loop(model_dir, inputs):
+    return LlavaLoop(load_model(str(model_dir)).model, inputs)
+
+
+def _assert_same(result, kept, states, logits):
+    for i, (st, want, h) in enumerate(zip(result.trace, kept, states)):
+        slot = st.slot[0][st.valid[0]]
+        assert slot[slot >= 0].tolist() == want.tolist(), f"layer {i}"
+        torch.testing.assert_close(st.h[0][st.valid[0]], h[0], rtol=0, atol=1e-5, msg=f"layer {i}")
+    torch.testing.assert_close(result.logits, logits, rtol=0, atol=1e-5)
+
+
+def _counts(schedule, n_visual=144):
+    return {i: c for i, c in enumerate(schedule.counts(n_visual)) if c < (schedule.counts(n_visual)[i - 1] if i else n_visual)}
+
+
+@pytest.mark.parametrize("schedule", ["2:0.5", "1:0.5,3:0.25,5:0.1"])
+def test_fastv_equals_the_official_algorithm(model_dir, samples, schedule):
+    schedule = PruningSchedule.parse(schedule, LAYERS)
+    for sample in samples:
+        result, inputs = _ours(model_dir, sample, schedule, FastV())
+        _assert_same(result, *fastv(_reference_loop(model_dir, inputs), _counts(schedule)))
+
+
+@pytest.mark.parametrize("schedule", ["preset", "1:0.5,2:0.2,4:0.05"])
+def test_pyramiddrop_equals_the_official_algorithm(model_dir, samples, schedule):
+    pruner = PyramidDrop()
+    schedule = pruner.preset(LAYERS) if schedule == "preset" else PruningSchedule.parse(schedule, LAYERS)
+    for sample in samples:
+        result, inputs = _ours(model_dir, sample, schedule, pruner)
+        _assert_same(result, *pyramiddrop(_reference_loop(model_dir, inputs), _counts(schedule)))
+    # and the positions really were renumbered (the official code's choice, ours by default)
+    last = result.trace[-1]
+    assert last.pos[0][last.valid[0]].tolist() == list(range(int(last.valid[0].sum())))
+
+
+@pytest.mark.parametrize("recycle", [0.3, 0.0])
+@pytest.mark.parametrize("schedule", ["preset", "1:0.6,2:0.3,4:0.1"])
+def test_sparsevlm_equals_the_official_algorithm(model_dir, samples, schedule, recycle):
+    pruner = SparseVLM(recycle=recycle)
+    schedule = pruner.preset(LAYERS) if schedule == "preset" else PruningSchedule.parse(schedule, LAYERS)
+    # the official code names the layer whose output it prunes: one before our step's layer
+    steps = {i - 1: c for i, c in _counts(schedule).items()}
+    for sample in samples:
+        result, inputs = _ours(model_dir, sample, schedule, pruner)
+        _assert_same(result, *sparsevlm(_reference_loop(model_dir, inputs), steps, recycle=bool(recycle)))
+    if recycle:  # the recycled tokens come on top of the ranked ones (official: 300 + 9 of 576 after layer 2)
+        assert [[len(k)] for k in sparsevlm(_reference_loop(model_dir, inputs), steps)[0]] == result.live_visual
+
+
+def test_sparsevlm_preset_prunes_the_outputs_of_the_published_layers_scaled():
+    # official: the outputs of layers 2, 6 and 15 of 32; the first reduced inputs are 3, 7 and 16
+    assert SparseVLM().preset(32) == PruningSchedule.steps(32, {3: 300 / 576, 7: 200 / 576, 16: 110 / 576})
+    assert SparseVLM().preset(8) == PruningSchedule.steps(8, {2: 300 / 576, 3: 200 / 576, 5: 110 / 576})
+
+
+@pytest.mark.parametrize("dim", [1024, 4096])
+def test_sparsevlm_clustering_finds_the_official_centres_at_hidden_state_scale(dim):
+    """Real hidden states have thousands of dimensions of order 1: without SparseVLM's scaling
+    by sqrt(C) every density underflows to 0 and the centres come out in sequence order."""
+    g = torch.Generator().manual_seed(dim)
+    centres = torch.randn(6, dim, generator=g) * 2
+    x = centres[torch.randint(0, 6, (60,), generator=g)] + torch.randn(60, dim, generator=g)
+    got, assign = density_peak_centres(x, 6)
+    _, want = cluster_and_merge(x, 6)
+    assert got.tolist() == want.tolist()
+    assert sorted(got.tolist()) != list(range(6))
+    # one centre per planted cluster, and every row with its planted cluster's other rows
+    d = torch.cdist(x, centres)
+    assert len(set(d[got].argmin(1).tolist())) == 6
+    assert len({(int(a), int(p)) for a, p in zip(assign, d.argmin(1))}) == 6
