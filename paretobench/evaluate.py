@@ -36,6 +36,17 @@ class EvalResult:
     seconds: float
 
 
+# generated tokens when none are given: room for a short reply around an option letter ("The
+# answer is C.") on multiple-choice data, for a phrase on open questions
+MAX_NEW_TOKENS = {"mcq": 16, "vqa": 64}
+
+
+def default_max_new_tokens(samples: list[Sample]) -> int:
+    """The generation length that fits the data: ``MAX_NEW_TOKENS["mcq"]`` when every question
+    is multiple choice, else ``MAX_NEW_TOKENS["vqa"]``."""
+    return MAX_NEW_TOKENS["mcq" if all(s.is_mcq for s in samples) else "vqa"]
+
+
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else 0.0
@@ -51,7 +62,7 @@ def evaluate(
     pruner=None,
     select: VisualSelect | None = None,
     image_fn: Callable[[Sample], object] | None = None,
-    max_new_tokens: int = 4,
+    max_new_tokens: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Answer every sample greedily (pruned as ``schedule`` and ``pruner`` say) and score it."""
@@ -68,13 +79,18 @@ def evaluate_many(
     batch_size: int = 32,
     select: VisualSelect | None = None,
     image_fn: Callable[[Sample], object] | None = None,
-    max_new_tokens: int = 4,
+    max_new_tokens: int | None = None,
     progress: bool = False,
 ) -> list[EvalResult]:
     """``evaluate`` for several (schedule, pruner) configurations; each batch of images is
     encoded once and shared by all of them. ``seconds`` of each result covers its own prefill
-    and decoding (the shared encoding is not counted)."""
+    and decoding (the shared encoding is not counted). ``max_new_tokens``: the greedy answer's
+    length limit (default: ``default_max_new_tokens``; decoding stops earlier at end of sequence)."""
     tok = processor.tokenizer
+    if max_new_tokens is None:
+        max_new_tokens = default_max_new_tokens(samples)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} must be at least 1")
     adapter = adapter_for(model, processor)
     engine = Engine(adapter)
     shape = DecoderShape.from_config(model.config.text_config)

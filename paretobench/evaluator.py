@@ -34,6 +34,7 @@ class Workload:
     threads: int = 0  # torch CPU threads (0: torch's default)
     device: str = "auto"  # where the model runs: auto (a CUDA GPU if there is one), cpu, cuda, cuda:1, ...
     dtype: str = "float32"  # the model's weights and activations; other than float32 it is part of the key
+    max_new_tokens: int | None = None  # the greedy answer's length limit (None: what fits the data); in the key
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ class Evaluator:
                              "samples": [s.index for s in self.samples]})  # fmt: skip
 
     @cached_property
+    def max_new_tokens(self) -> int:
+        from paretobench.evaluate import default_max_new_tokens
+
+        return self.workload.max_new_tokens or default_max_new_tokens(self.samples)
+
+    @cached_property
     def model_key(self) -> str:
         from paretobench.models.loading import model_fingerprint
 
@@ -118,17 +125,17 @@ class Evaluator:
 
     @cached_property
     def pruner(self):
-        from paretobench.registry import PRUNERS
+        from paretobench.registry import build_pruner
 
-        return PRUNERS.get(self.workload.pruner)(**dict(self.workload.pruner_params))
+        return build_pruner(self.workload.pruner, dict(self.workload.pruner_params))
 
     def key(self, schedule: PruningSchedule) -> str:
         from paretobench.scoring import SCORING_VERSION
 
         # float32 results keep the keys they had before precision was a setting
         model = self.model_key if self.workload.dtype == "float32" else f"{self.model_key}@{self.workload.dtype}"
-        return evaluation_key(model=model, data=self.data_key, pruner=self.pruner.config(),
-                              schedule=schedule.keep, scoring=SCORING_VERSION)  # fmt: skip
+        return evaluation_key(model=model, data=self.data_key, pruner=self.pruner.config(), schedule=schedule.keep,
+                              scoring=SCORING_VERSION, generation={"max_new_tokens": self.max_new_tokens})  # fmt: skip
 
     # ---------------------------------------------------------------- needs the model
     @property
@@ -165,7 +172,7 @@ class Evaluator:
             s.check_layers(layers)
         m = self.loaded
         results = evaluate_many(m.model, m.processor, self.samples, [(s, self.pruner) for s in schedules],
-                                batch_size=self.workload.batch_size)  # fmt: skip
+                                batch_size=self.workload.batch_size, max_new_tokens=self.max_new_tokens)  # fmt: skip
         out = []
         for s, r in zip(schedules, results):
             scores = accuracy(self.groups, r.correct)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from typing import Any, Callable
 
 
@@ -65,6 +66,53 @@ class Registry:
                 value = getattr(value, part)
             self._entries[name] = obj = value
         return obj
+
+
+def parse_params(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["positions=keep", "recycle=0"]`` (the command line's ``--pruner-param``) as a dict."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise RegistryError(f"pruner parameter {pair!r}: expected KEY=VALUE, e.g. positions=keep")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(value, default, what: str):
+    """A command-line string as the type of the parameter's default (values of other types pass)."""
+    if not isinstance(value, str) or default is inspect.Parameter.empty or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        return type(default)(value) if default is not None else value
+    except ValueError:
+        raise RegistryError(f"{what}={value!r}: not a valid {type(default).__name__}") from None
+
+
+def build_pruner(name: str, params: dict | None = None):
+    """The registered pruner ``name`` built with ``params`` (its constructor's keyword arguments,
+    as values or command-line strings). An unknown parameter is an error that lists the valid
+    ones and suggests the closest; an object that is not a ``Pruner`` is refused."""
+    cls = PRUNERS.get(name)
+    from pruners.base import Pruner
+
+    if not (isinstance(cls, type) and issubclass(cls, Pruner)):
+        raise RegistryError(f"pruner {name!r} is registered as {cls!r}, which is not a Pruner class")
+    signature = inspect.signature(cls.__init__)
+    accepted = {k: p.default for k, p in signature.parameters.items() if k != "self" and p.kind == p.KEYWORD_ONLY
+                or k != "self" and p.kind == p.POSITIONAL_OR_KEYWORD}  # fmt: skip
+    params = dict(params or {})
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            valid = ", ".join(accepted) or "none"
+            raise RegistryError(f"pruner {name!r} has no parameter {key!r}{hint} (valid: {valid})")
+    return cls(**{k: _convert(v, accepted[k], f"{name} {k}") for k, v in params.items()})
 
 
 MODELS = Registry("model")

@@ -33,6 +33,8 @@ class RunConfig:
     n: int = 40  # evaluations the searcher may ask for
     seed: int = 0
     params: dict = field(default_factory=dict)  # the searcher's own keyword arguments
+    pruner_params: dict = field(default_factory=dict)  # the pruner's keyword arguments (--pruner-param)
+    max_new_tokens: int | None = None  # the greedy answer's length limit (None: what fits the data)
     out: str = "runs"  # results folder: store.sqlite + one folder per run
     name: str = ""  # default: searcher-pruner-<hash of what determines the results>
     runner: str = "local"
@@ -51,6 +53,10 @@ class RunConfig:
                "seed": self.seed}  # fmt: skip
         if self.dtype != "float32":  # float32 runs keep the names they had before precision was a setting
             out["dtype"] = self.dtype
+        if self.pruner_params:  # runs with the pruner's defaults keep the names they had before
+            out["pruner_params"] = self.pruner_params
+        if self.max_new_tokens is not None:
+            out["max_new_tokens"] = self.max_new_tokens
         return out
 
     def run_name(self, resolved: dict | None = None) -> str:
@@ -73,10 +79,12 @@ class RunOutcome:
 
 def check(cfg: RunConfig) -> None:
     """Fail fast, before anything loads, on what is wrong with the command line."""
-    from paretobench.registry import PRUNERS, SEARCHERS
+    from paretobench.registry import SEARCHERS, build_pruner
 
     SEARCHERS.get(cfg.searcher).check_settings(cfg.params)
-    PRUNERS.get(cfg.pruner)
+    build_pruner(cfg.pruner, cfg.pruner_params)  # unknown names and parameters fail before anything loads
+    if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
     if cfg.runner not in RUNNERS:
         raise ValueError(f"unknown runner {cfg.runner!r}; valid: {', '.join(RUNNERS)}")
     if cfg.workers < 1 or cfg.chunk < 1 or cfg.n < 1:
@@ -97,7 +105,9 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
     check(cfg)
     t0 = time.perf_counter()
     workload = Workload(model=cfg.model, data=tuple(cfg.data), limit=cfg.limit, pruner=cfg.pruner,
-                        batch_size=cfg.batch_size, threads=cfg.threads, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
+                        pruner_params=tuple(sorted(cfg.pruner_params.items())), batch_size=cfg.batch_size,
+                        threads=cfg.threads, device=cfg.device, dtype=cfg.dtype,
+                        max_new_tokens=cfg.max_new_tokens)  # fmt: skip
     evaluator = Evaluator(workload)
     evaluator.data_key  # read and validate the data before the store is touched
     store = Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)
@@ -107,9 +117,11 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                                                 **cfg.params)  # fmt: skip
         resolved = searcher.identity()
         name = cfg.run_name(resolved)
-        # the scoring rules' version is recorded with the run but left out of its name: a run scored
-        # under other rules is refused on resumption (its evaluations' keys differ), not renamed
-        record = {**cfg.identity(), **({"resolved": resolved} if resolved else {}), "scoring": SCORING_VERSION}
+        # the scoring rules' version, the pruner's algorithm version and the generation length the
+        # data gave are recorded with the run but left out of its name: a run evaluated under other
+        # ones is refused on resumption (its evaluations' keys differ), never mixed or renamed
+        record = {**cfg.identity(), **({"resolved": resolved} if resolved else {}), "scoring": SCORING_VERSION,
+                  "pruner_config": evaluator.pruner.config(), "max_new_tokens_used": evaluator.max_new_tokens}  # fmt: skip
         store.begin_run(name, record)
         searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress)
         bar = _bar(progress, cfg.n, name)

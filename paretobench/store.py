@@ -87,11 +87,14 @@ def content_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def evaluation_key(*, model: str, data: str, pruner: dict, schedule, scoring: int) -> str:
-    """The content key of an evaluation. Keep fractions are rounded to 1e-9 so that a schedule
-    parsed from text and the same one computed keep one key."""
+def evaluation_key(*, model: str, data: str, pruner: dict, schedule, scoring: int, generation: dict) -> str:
+    """The content key of an evaluation: the model's and the data's fingerprints, the pruner
+    (name, algorithm version, parameters), the schedule, the scoring rules' version and the
+    generation settings. Keep fractions are rounded to 1e-9 so that a schedule parsed from text
+    and the same one computed keep one key."""
     keep = [round(float(k), 9) for k in schedule]
-    return content_hash({"model": model, "data": data, "pruner": pruner, "schedule": keep, "scoring": scoring})
+    return content_hash({"model": model, "data": data, "pruner": pruner, "schedule": keep, "scoring": scoring,
+                         "generation": generation})  # fmt: skip
 
 
 class Store:

@@ -107,3 +107,24 @@ def test_evaluate_many_equals_one_at_a_time(tiny, samples):
         assert got.predictions == one.predictions and got.llm_prefill_flops == one.llm_prefill_flops
     assert many[1].live_visual == [144, 36] and many[2].live_visual == [72, 72]
     assert many[1].llm_prefill_flops < many[0].llm_prefill_flops
+
+
+def test_the_fingerprint_covers_every_file_that_changes_inputs_or_outputs(tiny_model_dir, tmp_path):
+    import shutil
+
+    from paretobench.models.loading import model_fingerprint
+
+    base = model_fingerprint(str(tiny_model_dir))
+    changed = {}
+    for name, edit in [("chat_template.jinja", lambda t: t.replace("USER", "User")),
+                       ("tokenizer_config.json", lambda t: t.replace("}", ', "model_max_length": 77}', 1)),
+                       ("generation_config.json", lambda t: t.replace("}", ', "max_new_tokens": 3}', 1)),
+                       ("processor_config.json", lambda t: t.replace("}", ', "patch_size": 99}', 1)),
+                       ("README.md", lambda t: t + "notes")]:  # fmt: skip
+        copy = tmp_path / name
+        shutil.copytree(tiny_model_dir, copy)
+        f = copy / name
+        f.write_text(edit(f.read_text() if f.exists() else ""))
+        changed[name] = model_fingerprint(str(copy))
+    assert all(changed[n] != base for n in changed if n != "README.md"), changed
+    assert changed["README.md"] == base  # documentation changes nothing the model computes

@@ -42,3 +42,22 @@ def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "paretobench.cli", "--help"], capture_output=True, text=True).stdout
     for cmd in ("data", "train-embedded", "eval", "model-card", "list"):
         assert cmd in out
+
+
+def test_pruner_parameters_reach_the_constructor_with_their_types_and_clear_errors():
+    from paretobench.registry import RegistryError, build_pruner, parse_params
+
+    p = build_pruner("sparsevlm", parse_params(["recycle=0", "positions=keep"]))
+    assert (p.recycle, p.positions) == (0.0, "keep")
+    assert p.config() == {"name": "sparsevlm", "version": p.version, "recycle": 0.0, "positions": "keep"}
+    assert build_pruner("random", {"seed": "7"}).seed == 7
+    with pytest.raises(RegistryError, match="no parameter 'recylce'; did you mean 'recycle'"):
+        build_pruner("sparsevlm", {"recylce": "0"})
+    with pytest.raises(RegistryError, match="valid: none"):
+        build_pruner("fastv", {"k": "2"})
+    with pytest.raises(RegistryError, match="not a valid int"):
+        build_pruner("random", {"seed": "x"})
+    with pytest.raises(RegistryError, match="KEY=VALUE"):
+        parse_params(["recycle"])
+    with pytest.raises(ValueError, match="positions"):  # the pruner's own check of the value
+        build_pruner("pyramiddrop", {"positions": "gapped"})

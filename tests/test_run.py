@@ -212,11 +212,13 @@ def test_a_run_scored_under_older_rules_is_refused_not_mixed(cfg, tmp_path):
 
 
 def test_evaluation_keys_depend_on_everything_that_changes_results():
-    base = dict(model="m", data="d", pruner={"name": "fastv"}, schedule=[1.0, 0.5], scoring=1)
+    base = dict(model="m", data="d", pruner={"name": "fastv", "version": 1}, schedule=[1.0, 0.5], scoring=1,
+                generation={"max_new_tokens": 16})  # fmt: skip
     k = evaluation_key(**base)
     assert evaluation_key(**{**base, "schedule": (1, 0.5000000000001)}) == k  # same schedule, other spelling
     for change in ({"model": "m2"}, {"data": "d2"}, {"pruner": {"name": "random", "seed": 0}},
-                   {"schedule": [1.0, 0.4]}, {"scoring": 2}):  # fmt: skip
+                   {"pruner": {"name": "fastv", "version": 2}}, {"schedule": [1.0, 0.4]}, {"scoring": 2},
+                   {"generation": {"max_new_tokens": 4}}):  # fmt: skip
         assert evaluation_key(**{**base, **change}) != k
 
 
@@ -298,3 +300,26 @@ def test_evaluation_round_trips_through_the_store(tmp_path):
         assert store.count() == 1 and store.get_many(["k", "missing"]) == {"k": ev}
     finally:
         store.close()
+
+
+def test_a_run_evaluated_by_an_older_pruner_version_is_refused_not_mixed(cfg, tmp_path, monkeypatch):
+    from pruners.fastv import FastV
+
+    run(cfg(tmp_path), progress=False)
+    monkeypatch.setattr(FastV, "version", FastV.version + 1)
+    with pytest.raises(StoreError, match=r"pruner_config .*'version': 1.* -> .*'version': 2"):
+        run(cfg(tmp_path), progress=False)
+
+
+def test_pruner_parameters_and_the_generation_length_reach_the_evaluations(cfg, tmp_path):
+    from dataclasses import replace
+
+    base = run(cfg(tmp_path), progress=False)
+    other = run(replace(cfg(tmp_path), pruner="pyramiddrop", pruner_params={"positions": "keep"}, max_new_tokens=3),
+                progress=False)  # fmt: skip
+    assert other.name != base.name
+    config = json.loads((other.folder / "config.json").read_text())
+    assert config["pruner_config"]["positions"] == "keep" and config["max_new_tokens"] == 3
+    assert not {e.key for e in base.evaluations} & {e.key for e in other.evaluations}
+    with pytest.raises(Exception, match="did you mean 'positions'"):
+        run(replace(cfg(tmp_path), pruner="pyramiddrop", pruner_params={"position": "keep"}), progress=False)

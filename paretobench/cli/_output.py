@@ -32,3 +32,12 @@ def add_device_args(parser) -> None:
                         help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda, cuda:1, ...")  # fmt: skip
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="model precision (default float32; bfloat16 on GPUs; part of a stored result's key)")  # fmt: skip
+
+
+def add_generation_args(parser) -> None:
+    """``--pruner-param`` and ``--max-new-tokens``: what, besides the schedule, changes an answer."""
+    parser.add_argument("--pruner-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pruner's constructor argument, e.g. positions=keep or recycle=0 (repeatable)")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="the greedy answer's length limit (default: 16 on multiple-choice data, 64 on open "
+                             "questions); part of every stored result's key")  # fmt: skip

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from paretobench.cli._output import add_device_args, add_json, emit
+from paretobench.cli._output import add_device_args, add_generation_args, add_json, emit
 from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
   paretobench run --searcher random --pruner fastv --n 40
   paretobench run --searcher grid --pruner fastv --n 700 --budgets 0.3 0.5 0.7
   paretobench run --searcher nsga2 --pruner sparsevlm --n 96 --param population=16
+  paretobench run --searcher random --pruner pyramiddrop --pruner-param positions=keep
   paretobench run --searcher random --n 40 --runner ray --workers 2
   paretobench run --searcher gsearch --data /data/LMUData/MMBench_DEV_EN.tsv --model /models/llava --out runs-llava
   paretobench run --searcher vispco --pruner fastv --limit 64 --vs results/search/grid-fastv-51315e73
@@ -33,6 +34,7 @@ def add_parser(sub, name):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a searcher setting, e.g. population=16 or kind=lattice (repeatable)")  # fmt: skip
+    add_generation_args(p)
     p.add_argument("--runner", choices=["local", "ray"], default="local")
     p.add_argument("--workers", type=int, default=2, help="Ray actors (with --runner ray; default 2)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster at this address")
@@ -63,6 +65,7 @@ def parse_params(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from paretobench.registry import parse_params as parse_pruner_params
     from paretobench.search import RunConfig, check
     from paretobench.search import run as run_search
 
@@ -73,7 +76,8 @@ def run(args) -> int:
                     params=parse_params(args.param), out=args.out, name=args.name, runner=args.runner,
                     workers=args.workers if args.runner == "ray" else 1, address=args.address,
                     batch_size=args.batch_size, chunk=args.chunk, threads=args.threads, device=args.device,
-                    dtype=args.dtype)  # fmt: skip
+                    dtype=args.dtype, pruner_params=parse_pruner_params(args.pruner_param),
+                    max_new_tokens=args.max_new_tokens)  # fmt: skip
     check(cfg)
     if args.vs is not None:  # before any work: a reference from other weights gives no distance
         from paretobench.models.loading import model_fingerprint

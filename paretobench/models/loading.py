@@ -148,13 +148,27 @@ def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
     return LoadedModel(name=name, path=path, model=model, processor=processor)
 
 
+# files of a model folder that document it but change nothing it computes
+_DOCUMENTATION = {"README.md", "card.json", "training.json"}
+# what else a model folder holds that changes its inputs or outputs: config, generation config,
+# tokenizer (vocabularies, merges, special tokens), chat template, processor and image processor
+_INPUT_FILES = ("*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken")
+
+
 def model_fingerprint(spec: str) -> str:
     """A content fingerprint of a model folder, cheap even for checkpoints of many GB: sha256
-    over ``config.json`` and, for every weight file, its name, size and first and last MiB."""
+    over every file that changes what the model computes or is given (config, generation config,
+    tokenizer, chat template, processor and image-processor settings such as Qwen's min/max
+    pixels), whole, and, for every weight file, its name, size and first and last MiB."""
     import hashlib
 
     _, path = check_model_dir(spec)
-    h = hashlib.sha256((path / "config.json").read_bytes())
+    h = hashlib.sha256()
+    inputs = sorted({f for pattern in _INPUT_FILES for f in path.glob(pattern)} - {path / n for n in _DOCUMENTATION})
+    for f in inputs:
+        data = f.read_bytes()
+        h.update(f"{f.name}:{len(data)}:".encode())
+        h.update(data)
     for f in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
         size = f.stat().st_size
         h.update(f"{f.name}:{size}".encode())
