@@ -133,6 +133,9 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
     # layer pruning nothing yet still learns what pruning there would cost; without, only
     # layers that prune score their tokens
     learns = torch.is_grad_enabled() and keep.requires_grad
+    # a pruner that renumbers positions after a step (PyramidDrop, SparseVLM) gets them here from
+    # the hard mask: the surviving tokens numbered 0..n-1, as the engine numbers them once dropped
+    repack = getattr(pruner, "positions", "keep") == "repack" and state.pos.dim() == 2
     with soft_mask_attention_on(a.model):
         for i in range(layers):
             counts = (hard & visual).sum(1)  # (B,) live visual tokens
@@ -169,6 +172,9 @@ def relaxed_prefill(engine: Engine, state: SeqState, keep: torch.Tensor, pruner,
                 step = torch.where(alive, step, torch.ones_like(step))
                 mask = mask * step
                 hard = hard & (~visual | ~row | step_hard)
+                if repack:
+                    live_now = hard & state.valid
+                    state = replace(state, pos=(live_now.long().cumsum(1) - 1).masked_fill(~live_now, 1))
             masks.append(_by_slot(hard & visual, slot, width))
             soft.append(_by_slot(mask, slot, width, visual))
             live.append((hard & visual).sum(1))

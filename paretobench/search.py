@@ -81,8 +81,10 @@ def check(cfg: RunConfig) -> None:
     """Fail fast, before anything loads, on what is wrong with the command line."""
     from paretobench.registry import SEARCHERS, build_pruner
 
-    SEARCHERS.get(cfg.searcher).check_settings(cfg.params)
-    build_pruner(cfg.pruner, cfg.pruner_params)  # unknown names and parameters fail before anything loads
+    searcher = SEARCHERS.get(cfg.searcher)
+    searcher.check_settings(cfg.params)
+    # unknown names and parameters, and a pruner the searcher cannot use, fail before anything loads
+    searcher.check_pruner(build_pruner(cfg.pruner, cfg.pruner_params))
     if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if cfg.runner not in RUNNERS:

@@ -59,6 +59,9 @@ class Pruner:
     # positions after a step: "keep" the original (gapped) ids, or "repack" them to 0..n-1 as the
     # official PyramidDrop and SparseVLM code does (1-D RoPE only: M-RoPE positions are kept)
     positions: str = "keep"
+    # whether a ``select`` of the subclass's own keeps what ranking ``scores`` keeps (adding, at
+    # most, what ``score_cost().recycle`` says): VisPCO's relaxed forward can then stand for it
+    relaxes_as_ranking: bool = False
 
     def scores(self, ctx: ScoreContext) -> torch.Tensor:
         """(B, n) importance of every position of the current sequence; only the entries of

@@ -63,6 +63,7 @@ class SparseVLM(Pruner):
     name = "sparsevlm"
     version = 2  # 1: raters per step, recycled tokens in place of kept ones, unscaled 5-NN clustering
     score_rows = "text"  # the raters, at most every text token
+    relaxes_as_ranking = True  # its select ranks by score, then adds the recycled clusters
 
     def __init__(self, recycle: float = 0.3, positions: str = "repack"):
         if not 0.0 <= recycle <= 1.0:

@@ -89,6 +89,11 @@ class Searcher:
                 valid = f"valid: {', '.join(sorted(known))}" if known else "it takes none"
                 raise ValueError(f"{cls.name} takes no setting {key!r}{hint} ({valid})")
 
+    @classmethod
+    def check_pruner(cls, pruner) -> None:
+        """A clear error, before anything loads, for a pruner this searcher cannot work with
+        (every searcher but VisPCO takes any)."""
+
     def prepare(self, evaluator, folder, *, progress: bool = True) -> None:
         """Called once by the run loop before the first ``ask``, with the run's ``Evaluator``
         (its loaded model, pruner and data) and run folder; black-box searchers ignore it."""

@@ -13,6 +13,7 @@ from paretobench.schedule import PruningSchedule
 from pruners.base import Pruner
 from pruners.fastv import FastV
 from pruners.pyramiddrop import PyramidDrop
+from pruners.sparsevlm import SparseVLM
 
 KEEP = [1.0, 0.8, 0.55, 0.55, 0.3, 0.2]
 
@@ -38,8 +39,9 @@ class Fixed(Pruner):
     name = "fixed"
     score_rows = "none"
 
-    def __init__(self, masks):
+    def __init__(self, masks, positions="keep"):
         self.masks = masks  # per layer, (Nv,) bool
+        self.positions = positions  # as the relaxed pruner numbers them
 
     def select(self, ctx, k):
         out = []
@@ -49,7 +51,8 @@ class Fixed(Pruner):
         return out
 
 
-@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop()], ids=["fastv", "pyramiddrop"])
+@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), PyramidDrop(positions="keep"), SparseVLM(recycle=0)],
+                         ids=["fastv", "pyramiddrop", "pyramiddrop-keep", "sparsevlm"])  # fmt: skip
 def test_relaxed_forward_values_equal_physically_dropping_the_masked_tokens(deep, samples, pruner):
     model, processor = deep
     a = adapter_for(model, processor)
@@ -66,7 +69,7 @@ def test_relaxed_forward_values_equal_physically_dropping_the_masked_tokens(deep
         alone = a.prepare(a.encode([sample]), keys=[sample.index])
         schedule = PruningSchedule(tuple(c / nv for c in out.live[b].tolist()))
         masks = [m[b].bool() for m in out.masks]
-        ref = engine.prefill(alone, schedule, Fixed(masks))
+        ref = engine.prefill(alone, schedule, Fixed(masks, pruner.positions))
         assert torch.allclose(out.logits[b], ref.logits[0], atol=1e-5), (out.logits[b] - ref.logits[0]).abs().max()
         for layer, mask in enumerate(masks):  # the masks are nested: dropped tokens stay dropped
             if layer:

@@ -41,8 +41,10 @@ def test_kernels_follow_the_papers_formulas():
     assert torch.allclose(KERNELS["exponential"].curve(p, 8)[0], 0.3 * torch.exp(-2.5 * i))
     assert torch.allclose(KERNELS["linear"].curve(p, 8)[0], 0.3 - 2.5 * i)
     ms = kernel("multistep", steps=2).curve(p, 8)[0]
-    want = 1 - sum((1 - 0.3) / 2 / (1 + torch.exp(-2.5 * (i - (2 * j - 1) * 8 / 4))) for j in (1, 2))
+    layer = i + 1  # Eq. 17 counts layers from 1: its steps sit at layers 2 and 6 of 1..8
+    want = 1 - sum((1 - 0.3) / 2 / (1 + torch.exp(-2.5 * (layer - (2 * j - 1) * 8 / 4))) for j in (1, 2))
     assert torch.allclose(ms, want)
+    assert ms[1] == pytest.approx(1 - 0.7 / 4, abs=0.01)  # half of the first step at the paper's layer 2
     s = {f"s{j}": torch.tensor([0.9]) for j in range(8)}
     assert torch.allclose(KERNELS["free"].curve(s, 8)[0], 0.9 ** (i + 1))
     ledge = KERNELS["ledge"].curve({"k": torch.tensor([3.5]), "s": torch.tensor([0.75]), "f": torch.tensor([0.1])}, 8)[0]
@@ -134,12 +136,16 @@ def test_one_multiplier_per_budget_bin():
     assert al.w == pytest.approx([1.0, 0.0])
 
 
-def test_kl_to_teacher_is_zero_for_the_teacher_and_positive_otherwise():
+def test_kl_is_the_papers_direction_by_default_and_the_other_by_name():
     t = torch.randn(3, 11)
     assert kl_to_teacher(t, t).abs().max() < 1e-6
     s = t + torch.randn(3, 11)
-    p, q = t.softmax(-1), s.softmax(-1)
-    assert kl_to_teacher(s, t).tolist() == pytest.approx((p * (p / q).log()).sum(-1).tolist(), rel=1e-5)
+    p, q = t.softmax(-1), s.softmax(-1)  # original (teacher), pruned (student)
+    # Eq. 1: D_KL(softmax(pruned) || softmax(original)), worked by hand
+    assert kl_to_teacher(s, t).tolist() == pytest.approx((q * (q / p).log()).sum(-1).tolist(), rel=1e-5)
+    assert kl_to_teacher(s, t, "original-pruned").tolist() == pytest.approx((p * (p / q).log()).sum(-1).tolist(),
+                                                                              rel=1e-5)  # fmt: skip
+    assert kl_to_teacher(s, t).tolist() != pytest.approx(kl_to_teacher(s, t, "original-pruned").tolist(), rel=1e-3)
 
 
 def test_equalised_weights_make_token_counts_uniform():
@@ -317,3 +323,19 @@ def test_cached_batches_equal_fresh_ones(session, train_samples):
         assert torch.allclose(state.h, want[0].h, atol=1e-6)
         assert torch.allclose(teacher, want[1], atol=1e-5)
         assert torch.equal(n_text, want[2]) and torch.equal(n_visual, want[3])
+
+
+@pytest.mark.parametrize("pruner, params, message", [
+    ("vitcop", {}, "vitcop chooses its tokens otherwise"), ("spatial", {}, "spatial chooses its tokens otherwise"),
+    ("sparsevlm", {}, "recycle=0")])  # fmt: skip
+def test_vispco_refuses_a_pruner_it_cannot_relax_before_anything_loads(pruner, params, message, monkeypatch):
+    from paretobench import search
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("paretobench.models.loading.load_model", no_loading)
+    cfg = search.RunConfig(searcher="vispco", pruner=pruner, pruner_params=params, model="/nonexistent")
+    with pytest.raises(ValueError, match=message):
+        search.check(cfg)
+    search.check(search.RunConfig(searcher="vispco", pruner="sparsevlm", pruner_params={"recycle": 0}))

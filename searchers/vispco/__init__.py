@@ -59,6 +59,22 @@ class VisPCO(Searcher):
         self.proposals: list = []
 
     @classmethod
+    def check_pruner(cls, pruner) -> None:
+        """The relaxed forward ranks tokens by a pruner's ``scores`` and masks the ones under a
+        soft threshold: a pruner that chooses tokens another way (its own ``select``: ViTCoP's
+        clusters, ``spatial``'s spacing) or adds tokens (SparseVLM's recycling) has no relaxation
+        that computes what it does, so it is refused rather than trained as something else."""
+        from pruners.base import Pruner
+
+        if type(pruner).select is not Pruner.select and not pruner.relaxes_as_ranking:
+            raise ValueError(f"vispco trains through a relaxed forward that ranks tokens by a pruner's scores; "
+                             f"{pruner.name} chooses its tokens otherwise, which that forward cannot relax "
+                             "(use fastv, pyramiddrop, fitprune, random, or sparsevlm with recycle=0)")  # fmt: skip
+        if pruner.score_cost().recycle:
+            raise ValueError(f"vispco: {pruner.name} adds recycled tokens back after a step, which the relaxed "
+                             "(masked) forward cannot; give --pruner-param recycle=0 to search its ranking alone")  # fmt: skip
+
+    @classmethod
     def settings(cls):
         from searchers.vispco.train import TrainConfig
 
@@ -81,7 +97,7 @@ class VisPCO(Searcher):
 
         _check_train_split(self.train_data, [d.name for d in evaluator.datasets])
         m = evaluator.loaded
-        session = T.Session(m.model, m.processor, evaluator.pruner, mode=self.space.mode)
+        session = T.Session(m.model, m.processor, evaluator.pruner, mode=self.space.mode, kl=self.config.kl)
         samples = load_dataset(self.train_data, limit=self.train_limit).samples
         if len(samples) <= self.probe:
             raise ValueError(f"vispco: {self.train_data} has {len(samples)} questions; training needs more "

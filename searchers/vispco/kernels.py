@@ -2,7 +2,9 @@
 
 A kernel turns the predictor's unconstrained outputs ``u`` (B, P) into its parameters (the
 pruning position or rate ``k``, the retention ``r``, ...) and those into a keep curve over the
-decoder layers ``i = 0 .. L-1``, clipped to [0, 1]. Every curve here is non-increasing in
+decoder layers ``i = 0 .. L-1``, clipped to [0, 1]. The paper counts layers from 1: where a
+kernel has fixed positions (Eq. 17's step centres) they are placed as the paper places them;
+elsewhere the learnt ``k`` and ``r`` absorb the shift of origin. Every curve here is non-increasing in
 ``i`` by construction, as a schedule must be.
 
 ====================  ====================================================  =============
@@ -12,7 +14,7 @@ name                  keep(i)                                               pape
 ``exponential``       r * exp(-k * i)                                       Eq. 15
 ``linear``            r - k * i                                             Eq. 16
 ``gentle``            Eq. 14 with a small gamma                             Sec. 3.3
-``multistep``         1 - sum_j (1 - r) / M * sigm(k * (i - (2j-1) L / 2M)) Eq. 17
+``multistep``         1 - sum_j (1 - r) / M * sigm(k * (i+1 - (2j-1) L / 2M)) Eq. 17
 ``free``              prod_{j <= i} sigm(u_j): one value per layer          (future work)
 ``ledge``             s * (1 + (f - 1) * sigm(gamma * (i - k))), gamma steep   (ours)
 ====================  ====================================================  =============
@@ -96,7 +98,8 @@ class Linear(Kernel):
 
 @dataclass(frozen=True)
 class MultiStep(Kernel):
-    """``steps`` (M) equal sigmoid steps of sharpness ``k`` centred at (2j - 1) L / 2M.
+    """``steps`` (M) equal sigmoid steps of sharpness ``k`` centred at (2j - 1) L / 2M, layers
+    counted from 1 as the paper counts them (our 0-based layer i is its layer i + 1).
 
     With the steps at fixed places and r in (0, 1) as the paper has it, the curve never falls
     under a staircase: on the embedded model no multi-step curve costs under 62% of the FLOPs,
@@ -114,8 +117,8 @@ class MultiStep(Kernel):
         m = self.steps
         out = torch.ones_like(i.expand(p["r"].shape[0], layers))
         for j in range(1, m + 1):
-            centre = (2 * j - 1) * layers / (2 * m)
-            out = out - (1 - p["r"][:, None]) / m * torch.sigmoid(p["k"][:, None] * (i - centre))
+            centre = (2 * j - 1) * layers / (2 * m)  # in the paper's 1-based layers
+            out = out - (1 - p["r"][:, None]) / m * torch.sigmoid(p["k"][:, None] * (i + 1 - centre))
         return out
 
 

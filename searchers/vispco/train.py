@@ -5,9 +5,10 @@ uniform, appendix C.1.1) and one budget per question, uniform over that question
 (``budget_floors``); the predictor gives each question a keep curve for its budget; the relaxed
 pruned forward (``paretobench.relaxed``) runs the frozen VLM with those curves, and the loss is
 
-    KL(teacher || student)  on the answer's first token  +  the augmented-Lagrangian term,
+    KL(student || teacher)  on the answer's first token  +  the augmented-Lagrangian term,
 
-the teacher being the same model unpruned. Every ``inner`` steps is one outer iteration of
+the teacher being the same model unpruned: the paper's Eq. 1, D_KL(softmax(pruned) ||
+softmax(original)) (``kl="pruned-original"``; ``"original-pruned"`` is the other direction). Every ``inner`` steps is one outer iteration of
 Algorithm 1: the multipliers and the penalty are updated from the costs seen in it. Every
 ``val_every`` steps the predictor is scored on held-out questions (``Validation``) and the best
 one is kept (``select``).
@@ -39,6 +40,7 @@ from searchers.vispco.predictor import RatioPredictor, pooled_inputs
 @dataclass(frozen=True)
 class TrainConfig:
     kernel: str = DEFAULT_KERNEL  # psigmoid, exponential, linear, gentle, multistep, free, ledge
+    kl: str = "pruned-original"  # the divergence's direction: the paper's Eq. 1, or "original-pruned"
     steps: int = 240
     batch_size: int = 16
     lr: float = 5e-3  # the paper's 4e-4 moves the predictor too little in a few hundred steps
@@ -70,6 +72,8 @@ class TrainConfig:
 
     def __post_init__(self):
         kernel(self.kernel, steps=self.multisteps)  # raises on an unknown name
+        if self.kl not in KL_DIRECTIONS:
+            raise ValueError(f"vispco: kl must be one of {', '.join(KL_DIRECTIONS)}, got {self.kl!r}")
         for name in ("steps", "batch_size", "inner", "bins", "multisteps", "hidden", "equalise_bins"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"vispco: {name} must be >= 1, got {getattr(self, name)}")
@@ -99,11 +103,17 @@ def equalised_weights(counts, bins: int = 10) -> torch.Tensor:
     return w / w.sum()
 
 
-def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(B,) KL(teacher || student) of next-token distributions given as logits (B, V)."""
+KL_DIRECTIONS = ("pruned-original", "original-pruned")
+
+
+def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor, direction: str = "pruned-original") -> torch.Tensor:
+    """(B,) the KL divergence between next-token distributions given as logits (B, V):
+    KL(student || teacher) (the paper's Eq. 1, the pruned model's distribution first), or with
+    ``direction="original-pruned"`` KL(teacher || student)."""
     t = teacher.float().log_softmax(-1)
     s = student.float().log_softmax(-1)
-    return (t.exp() * (t - s)).sum(-1)
+    first, second = (s, t) if direction == "pruned-original" else (t, s)
+    return torch.nn.functional.kl_div(second, first, log_target=True, reduction="none").sum(-1)
 
 
 @dataclass
@@ -131,8 +141,8 @@ class Trained:
 class Session:
     """A frozen VLM, its pruner and the training questions: what training and probing share."""
 
-    def __init__(self, model, processor, pruner, *, mode: str = "total"):
-        self.model, self.processor, self.pruner, self.mode = model, processor, pruner, mode
+    def __init__(self, model, processor, pruner, *, mode: str = "total", kl: str = "pruned-original"):
+        self.model, self.processor, self.pruner, self.mode, self.kl = model, processor, pruner, mode, kl
         self.adapter = adapter_for(model, processor)
         self.engine = Engine(self.adapter)
         self.shape = DecoderShape.from_config(model.config.get_text_config())
@@ -214,7 +224,7 @@ def train(session: Session, samples, cfg: TrainConfig, *, progress: bool = True,
             budget = low + (hi - low) * torch.rand(len(idx), generator=g)
             keep = predictor(pooled_inputs(state), budget.to(session.device))
             student = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
-            kl = kl_to_teacher(student.logits, teacher).cpu()
+            kl = kl_to_teacher(student.logits, teacher, cfg.kl).cpu()
             flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode,
                                      score=session.score)  # fmt: skip
             loss = kl.mean() + al.penalty(budget, flops).mean()
@@ -298,7 +308,7 @@ def initial_multiplier(session: Session, predictor, samples, relax: Relaxation, 
         keep = predictor(pooled_inputs(state), budget)
     keep.requires_grad_(True)
     out = relaxed_prefill(session.engine, state, keep, session.pruner, relax)
-    (g_kl,) = torch.autograd.grad(kl_to_teacher(out.logits, teacher).sum(), keep)
+    (g_kl,) = torch.autograd.grad(kl_to_teacher(out.logits, teacher, session.kl).sum(), keep)
     flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode, score=session.score)
     (g_f,) = torch.autograd.grad(flops.sum(), keep)
     return max(0.0, float(-(g_kl * g_f).sum() / (g_f * g_f).sum().clamp_min(1e-30)))
@@ -354,7 +364,7 @@ class Validation:
             budget = torch.full((self.pooled.shape[0],), b, device=s.device)
             curve = predictor(self.pooled, budget).mean(0).tolist()
             pick = filled_schedule(self.space, curve, b)
-            total += float(kl_to_teacher(s.engine.prefill(self.state, pick, s.pruner).logits, self.teacher).mean())
+            total += float(kl_to_teacher(s.engine.prefill(self.state, pick, s.pruner).logits, self.teacher, s.kl).mean())
         return total / len(self.budgets)
 
 
@@ -386,8 +396,8 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
         hard = session.engine.prefill(state, schedule, session.pruner)
         out.append(Proposal(
             budget=float(b), schedule=schedule, filled=filled, mean_keep=mean, relaxed_flops=float(flops.mean()),
-            relaxed_kl=float(kl_to_teacher(relaxed.logits, teacher).mean()),
-            realised_kl=float(kl_to_teacher(hard.logits, teacher).mean()), kernel_params=params,
+            relaxed_kl=float(kl_to_teacher(relaxed.logits, teacher, session.kl).mean()),
+            realised_kl=float(kl_to_teacher(hard.logits, teacher, session.kl).mean()), kernel_params=params,
         ))  # fmt: skip
     return out
 
