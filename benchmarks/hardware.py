@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     data = load_dataset(args.data, limit=args.limit)
     methods = {
         "unpruned": None,
-        "FastV": budget_schedule(args.budget, loaded, data, FastV),
+        "FastV": budget_schedule(args.budget, loaded, data, FastV()),
         "FastV + VisPCO": PruningSchedule(tuple(pick)),
     }
     by_family: dict[str, list] = {}

@@ -135,13 +135,18 @@ def main(argv=None) -> int:
             except ValueError:
                 continue
     if "fitprune" in preset_configs:
+        from paretobench.adapters import token_counts
+        from paretobench.cli.eval import calibration_set
         from paretobench.engine import Engine
 
         adapter = adapter_for(model, processor)
-        calib = samples[:: max(1, len(samples) // 32)][:32]
+        calib = calibration_set(args.data).samples  # the train split: apart from the evaluated questions
+        calib = calib[:: max(1, len(calib) // 32)][:32]
         state = adapter.prepare(adapter.encode(calib), keys=[s.index for s in calib])
-        preset_configs["fitprune"] = pruners["fitprune"].fit(Engine(adapter), [state],
-                                                             pruners["fitprune"].DEFAULT_BUDGET, n_text, n_visual)  # fmt: skip
+        texts, visuals = token_counts(adapter, samples)  # the evaluated inputs' own costs
+        fitprune = pruners["fitprune"]
+        preset_configs["fitprune"] = fitprune.fit(Engine(adapter), [state], fitprune.DEFAULT_BUDGET, texts.tolist(),
+                                                  visuals.tolist())  # fmt: skip
 
     configs = [(None, None)]
     configs += [(s, fastv) for s in schedules]

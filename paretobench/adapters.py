@@ -213,7 +213,7 @@ class DecoderAdapter:
             state.h,
             attention_mask=self.prefill_mask(i, state),
             position_ids=self.layer_positions(state.pos),
-            past_key_values=cache,
+            cache=cache,
             use_cache=cache is not None,
             position_embeddings=self.rope(state.h, state.pos, i),
         )
@@ -222,7 +222,7 @@ class DecoderAdapter:
         self, i: int, h: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, key_pos: torch.Tensor, cache
     ) -> torch.Tensor:
         return self.layers[i](h, attention_mask=self.decode_mask(i, pos, valid, key_pos),
-                              position_ids=self.layer_positions(pos), past_key_values=cache, use_cache=True,
+                              position_ids=self.layer_positions(pos), cache=cache, use_cache=True,
                               position_embeddings=self.rope(h, pos, i))  # fmt: skip
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:

@@ -218,8 +218,11 @@ class Engine:
                 # a row steps where its own count falls (then it keeps that many ranked tokens, plus
                 # what the pruner adds back); the others keep what they hold
                 want = [t if t < p else c for t, p, c in zip(targets[i], targets[i - 1] if i else state.n_visual, counts)]
+                before = counts
                 state, counts = self._drop(ctx, pruner, want, text, repack)
-                score_flops = [s + c for s, c in zip(score_flops, ctx.score_flops)]
+                # a row pays for scoring only where it ranks tokens, as it would alone: not where
+                # its own count does not fall, nor where every token goes (the batch scores them all)
+                score_flops = [s + (c if 0 < w < n else 0) for s, c, w, n in zip(score_flops, ctx.score_flops, want, before)]
             live.append(list(counts))
             tokens.append([t + c for t, c in zip(text, counts)])
             layer_valid.append(state.valid)

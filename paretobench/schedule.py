@@ -194,6 +194,16 @@ def flops_fraction(shape: DecoderShape, schedule: PruningSchedule, n_text: int, 
     raise ScheduleError(f"unknown budget mode {mode!r}; valid: {', '.join(BUDGET_MODES)}")
 
 
+def dataset_fraction(shape: DecoderShape, schedule: PruningSchedule, n_text, n_visual,
+                     score: ScoreCost = FREE) -> float:  # fmt: skip
+    """The schedule's cost over several inputs, each with its own token counts (sequences
+    ``n_text``, ``n_visual``), as a fraction of their unpruned cost: what an evaluation over them
+    realises (its mean FLOPs over its mean unpruned FLOPs)."""
+    cost = sum(schedule_flops(shape, schedule, t, v, score) for t, v in zip(n_text, n_visual))
+    full = sum(prefill_flops(shape, [t + v] * shape.layers) for t, v in zip(n_text, n_visual))
+    return cost / full
+
+
 def text_only_fraction(shape: DecoderShape, n_text: int, n_visual: int) -> float:
     """The lowest reachable total-mode budget: every visual token dropped before layer 0."""
     return prefill_flops(shape, [n_text] * shape.layers) / prefill_flops(shape, [n_text + n_visual] * shape.layers)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from paretobench.cli._output import add_device_args, add_json, emit
+from paretobench.cli._output import add_device_args, add_generation_args, add_json, emit
 from paretobench.registry import DEFAULT_MODEL
 
 EXAMPLES = """examples:
   paretobench eval --model tiny-llava --data synth8 --json
   paretobench eval --pruner fastv --preset fastv-default
   paretobench eval --pruner fastv --budget 0.5 --limit 50
+  paretobench eval --pruner fitprune --budget 0.5 --calibration /data/calib.tsv
   paretobench eval --pruner random --schedule 2:0.5,6:0.2
   paretobench eval --model /models/my-llava --data /data/LMUData/MMBench_DEV_EN.tsv
 schedules: one keep fraction per decoder layer ("1,1,0.5,...") or layer:keep steps ("2:0.5,6:0.2")
@@ -27,8 +28,13 @@ def add_parser(sub, name):
     how = p.add_mutually_exclusive_group()
     how.add_argument("--schedule", help="keep fractions per layer, or layer:keep steps")
     how.add_argument("--preset", help="a named schedule: <pruner>-default, vtw, vtw-K, aim")
-    how.add_argument("--budget", type=float, help="fraction of unpruned LLM prefill FLOPs; one step at the "
-                                                  "pruner's default layer")  # fmt: skip
+    how.add_argument("--budget", type=float, help="fraction of unpruned LLM prefill FLOPs (scoring included), "
+                                                  "never exceeded: one step at the layer where the pruner's "
+                                                  "preset starts (FastV's for pruners with none), or a fitted "
+                                                  "pruner's recipe")  # fmt: skip
+    p.add_argument("--calibration", help="questions a fitted pruner (fitprune) fits its recipe on: a registered "
+                                         "dataset, .tsv file or folder (default: --data's train split)")  # fmt: skip
+    add_generation_args(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     add_device_args(p)
@@ -39,27 +45,36 @@ def add_parser(sub, name):
 def run(args) -> int:
     from paretobench.data.datasets import load_dataset
     from paretobench.models.loading import check_model_dir, load_model, torch_dtype
-    from paretobench.registry import PRUNERS
+    from paretobench.registry import PRUNERS, build_pruner, parse_params
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
     pruner_name = args.pruner or ("fastv" if (args.schedule or args.preset or args.budget is not None) else None)
-    pruner_cls = PRUNERS.get(pruner_name) if pruner_name else None  # unknown names fail before loading
-    _, path = check_model_dir(args.model)
+    params = parse_params(args.pruner_param)
+    if params and not pruner_name:
+        raise ValueError("--pruner-param needs a pruner (--pruner)")
     budget = args.budget
     if args.preset and args.preset.endswith("-default") and hasattr(PRUNERS.get(args.preset[:-8]), "fit"):
         # a fitted method's default is its recipe for its default budget
-        pruner_cls, budget = PRUNERS.get(args.preset[:-8]), PRUNERS.get(args.preset[:-8]).DEFAULT_BUDGET
+        pruner_name, budget = args.preset[:-8], PRUNERS.get(args.preset[:-8]).DEFAULT_BUDGET
+    # unknown names and parameters fail before anything loads
+    pruner = build_pruner(pruner_name, params) if pruner_name else None
+    _, path = check_model_dir(args.model)
+    if budget is not None:
         schedule = None
     else:
         schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
     dataset = load_dataset(args.data, limit=args.limit)
     loaded = load_model(args.model, device=args.device, dtype=torch_dtype(args.dtype))
     if budget is not None:
-        schedule = budget_schedule(budget, loaded, dataset, pruner_cls)
+        fitted = hasattr(pruner, "fit")
+        calibration = calibration_set(args.data, args.calibration, dataset).samples if fitted else None
+        schedule = budget_schedule(budget, loaded, dataset, pruner, calibration)
     result = evaluate_to_dict(loaded, dataset, batch_size=args.batch_size, threads=args.threads,
-                              progress=not args.json, schedule=schedule,
-                              pruner=pruner_cls() if pruner_cls else None)  # fmt: skip
+                              progress=not args.json, schedule=schedule, pruner=pruner,
+                              max_new_tokens=args.max_new_tokens)  # fmt: skip
     lines = [
         f"{result['model']} on {result['data']} ({result['n']} questions)"
         + (f", {result['pruner']['name']} pruning, schedule {result['schedule_text']}" if result["schedule"] else ""),
@@ -94,34 +109,78 @@ def resolve_schedule(args, layers: int):
     return None
 
 
-def budget_schedule(budget: float, loaded, dataset, pruner_cls, calibration: int = 32):
-    """The schedule for ``budget`` on the dataset's average input: a fitted pruner's own recipe
-    (calibrated on the first ``calibration`` questions), else one step at the layer where the
-    pruner's preset starts, or the latest earlier layer where one step reaches the budget."""
-    from paretobench.adapters import adapter_for, text_token_counts
+def calibration_set(data: str, calibration: str | None = None, evaluated=None):
+    """The questions a fitted pruner fits its recipe on, apart from the evaluated ones:
+    ``calibration`` (any ``--data`` form) if given, else ``data``'s train split (the registered
+    ``<name>-train``, or the ``*_train.tsv`` file in a folder). ``evaluated``: the evaluated
+    dataset, which the calibration set must not be."""
+    from pathlib import Path
+
+    from paretobench.data.datasets import load_dataset
+    from paretobench.registry import DATASETS
+    from paretobench.schedule import ScheduleError
+
+    if calibration is None and f"{data}-train" in DATASETS:
+        calibration = f"{data}-train"
+    elif calibration is None and Path(data).is_dir() and any(Path(data).glob("*_train.tsv")):
+        calibration = str(sorted(Path(data).glob("*_train.tsv"))[0])
+    elif calibration is None:
+        raise ScheduleError(f"{data} has no train split to fit the recipe on: give --calibration FILE")
+    found = load_dataset(calibration)
+    shared = evaluated is not None and {f.resolve() for f in found.files} & {f.resolve() for f in evaluated.files}
+    if shared or (evaluated is not None and found.fingerprint == evaluated.fingerprint):
+        raise ScheduleError(f"the calibration set {calibration} holds evaluated questions: fit on other ones")
+    return found
+
+
+def budget_schedule(budget: float, loaded, dataset, pruner, calibration=None, size: int = 32):
+    """The schedule for ``budget``: a fitted pruner's own recipe, fitted on ``size`` questions
+    spread over ``calibration`` (samples apart from the evaluated ones, see ``calibration_set``);
+    else one step at the layer where the pruner's preset starts (FastV's layer, 2, for a pruner
+    with no preset), or the latest earlier layer where one step reaches the budget, keeping as
+    many tokens as the budget allows. Either way the cost, scoring included, is that of every
+    evaluated input (their own token counts), so the realised FLOPs never exceed ``budget``."""
+    from paretobench.adapters import adapter_for, token_counts
     from paretobench.flops import DecoderShape
-    from paretobench.schedule import FREE, ScheduleError, single_step_for_budget
+    from paretobench.schedule import FREE, PruningSchedule, ScheduleError, dataset_fraction
 
     layers = loaded.model.config.text_config.num_hidden_layers
     adapter = adapter_for(loaded.model, loaded.processor)
-    n_text, n_visual = text_token_counts(adapter, dataset.samples)
-    if pruner_cls is not None and hasattr(pruner_cls, "fit"):
+    texts, visuals = (t.tolist() for t in token_counts(adapter, dataset.samples))
+    if hasattr(pruner, "fit"):
         from paretobench.engine import Engine
 
-        calib = dataset.samples[:: max(1, len(dataset.samples) // calibration)][:calibration]
+        if not calibration:
+            raise ScheduleError(f"{pruner.name} fits its recipe on calibration questions apart from the "
+                                "evaluated ones: give them (--calibration)")  # fmt: skip
+        calib = calibration[:: max(1, len(calibration) // size)][:size]
         state = adapter.prepare(adapter.encode(calib), keys=[s.index for s in calib])
-        return pruner_cls().fit(Engine(adapter), [state], budget, round(n_text), n_visual)
-    pruner = pruner_cls() if pruner_cls else None
-    preset = pruner.preset(layers) if pruner else None
-    layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else 0
+        return pruner.fit(Engine(adapter), [state], budget, texts, visuals)
+    try:
+        preset = pruner.preset(layers) if pruner is not None else None
+    except ScheduleError:  # no published schedule: prune where FastV does
+        preset = None
+    layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else min(2, layers - 1)
     shape = DecoderShape.from_config(loaded.model.config.text_config)
-    score = pruner.score_cost() if pruner else FREE  # the budget covers what scoring costs too
+    score = pruner.score_cost() if pruner is not None else FREE  # the budget covers what scoring costs too
+    nv = max(visuals)
+
+    def at(start, count):
+        return PruningSchedule.steps(layers, {start: count / nv})
+
+    def fits(start, count):
+        return dataset_fraction(shape, at(start, count), texts, visuals, score) <= budget + 1e-12
+
     for start in range(layer, -1, -1):  # the preset's layer, else the latest earlier one that reaches it
-        try:
-            return single_step_for_budget(shape, start, budget, round(n_text), n_visual, score=score)
-        except ScheduleError:
-            if start == 0:
-                raise
+        if not fits(start, 0):
+            continue
+        lo, hi = 0, nv  # the most tokens kept within the budget: the cost grows with the count
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(start, mid) else (lo, mid - 1)
+        return at(start, lo)
+    raise ScheduleError(f"budget {budget:g} is out of reach: even dropping every visual token before layer 0 "
+                        "costs more")  # fmt: skip
 
 
 def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=False, schedule=None, pruner=None,
