@@ -270,11 +270,15 @@ class Engine:
         else:
             sel = Selection.of(pruner.select(ctx, want))
         keep = _as_keep_mask(sel.keep, state.valid.shape)
-        got, stray = torch.stack([keep.sum(1), (keep & ~state.visual).sum(1)]).tolist()
+        got, stray, live = torch.stack([keep.sum(1), (keep & ~state.visual).sum(1), state.visual.sum(1)]).tolist()
+        # a pruner that chooses its own counts (SparseVLM's rank-based mode) keeps any number of the
+        # live tokens where the schedule steps; every other keeps exactly what the schedule says
+        free = getattr(pruner, "chooses_counts", False)
         for b in range(len(want)):
-            if got[b] != want[b] or stray[b]:
+            if (got[b] > live[b] if free else got[b] != want[b]) or stray[b]:
                 raise RuntimeError(f"{pruner.name} chose {got[b]} visual positions for row {b} ({stray[b]} not "
                                    f"live visual tokens); the schedule asks for {want[b]}")  # fmt: skip
+        want = got if free else want
         h = state.h
         if sel.hidden is not None and any(m is not None for m in sel.hidden):
             rows = [b for b, m in enumerate(sel.hidden) if m is not None]

@@ -84,7 +84,11 @@ def check(cfg: RunConfig) -> None:
     searcher = SEARCHERS.get(cfg.searcher)
     searcher.check_settings(cfg.params)
     # unknown names and parameters, and a pruner the searcher cannot use, fail before anything loads
-    searcher.check_pruner(build_pruner(cfg.pruner, cfg.pruner_params))
+    pruner = build_pruner(cfg.pruner, cfg.pruner_params)
+    if getattr(pruner, "chooses_counts", False):
+        raise ValueError(f"{cfg.pruner} with {pruner.params()} chooses its own token counts; a search costs "
+                         "schedules by theirs (evaluate it with paretobench eval --preset or --schedule)")  # fmt: skip
+    searcher.check_pruner(pruner)
     if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if cfg.runner not in RUNNERS:

@@ -17,6 +17,13 @@ As its official code runs (Gumpest/SparseVLMs, version "1_0", the default; docs/
 4. Positions are renumbered 0..n-1 after each step (``positions="repack"``; "keep" keeps the
    original ids, then each recycled token takes its cluster centre's position).
 
+``count="rank"`` is the first release's rule (commit 91fb6d9, the paper's Sec. 3.2): at a step,
+the rank of the raters' attention to the visual tokens (a raters x visual matrix) decides how
+many stay, ``min(int(rank * scale + bias), live - 1)`` (``scale`` 13.5 and ``bias`` 0 by
+default, as its MME script), and a full-rank step prunes nothing; the steps are the outputs of
+layers 2, 6, 15 and 19 of 32. The schedule then only says where steps happen, so a search, which
+costs schedules by their counts, refuses this mode.
+
 Published default (LLaVA-1.5-7B, 32 layers, 576 tokens, the 192-token setting): the outputs of
 layers 2, 6 and 15 are pruned to 300, 200 and 110 ranked tokens (309, 204 and 113 with the
 recycled ones): for our decoders those layers scaled to the depth, so the inputs of the layers
@@ -30,6 +37,7 @@ import math
 from pruners.base import Pruner, Selection
 
 PUBLISHED_LAYERS, PUBLISHED_DEPTH = (2, 6, 15), 32  # the layers whose OUTPUT is pruned
+RANK_LAYERS = (2, 6, 15, 19)  # the first release's, for count="rank"
 PUBLISHED_KEEP = (300 / 576, 200 / 576, 110 / 576)
 SETTINGS = {192: (300, 200, 110), 128: (303, 110, 36), 96: (238, 48, 26), 64: (66, 30, 17)}  # of 576 tokens
 
@@ -65,15 +73,25 @@ class SparseVLM(Pruner):
     score_rows = "text"  # the raters, at most every text token
     relaxes_as_ranking = True  # its select ranks by score, then adds the recycled clusters
 
-    def __init__(self, recycle: float = 0.3, positions: str = "repack"):
+    def __init__(self, recycle: float = 0.3, positions: str = "repack", count: str = "fixed", scale: float = 13.5,
+                 bias: float = 0.0):  # fmt: skip
         if not 0.0 <= recycle <= 1.0:
             raise ValueError(f"sparsevlm recycle share {recycle} must be in [0, 1] (0: no recycling)")
         if positions not in ("repack", "keep"):
             raise ValueError(f"sparsevlm positions {positions!r}: valid: repack, keep")
-        self.recycle, self.positions = recycle, positions
+        if count not in ("fixed", "rank"):
+            raise ValueError(f"sparsevlm count {count!r}: valid: fixed (the schedule's), rank (the first release's)")
+        self.recycle, self.positions, self.count, self.scale, self.bias = recycle, positions, count, scale, bias
+
+    @property
+    def chooses_counts(self) -> bool:
+        return self.count == "rank"
 
     def params(self):
-        return {"recycle": self.recycle, "positions": self.positions}
+        out = {"recycle": self.recycle, "positions": self.positions}
+        if self.count == "rank":  # the default mode keeps the keys it had before the option existed
+            out.update(count=self.count, scale=self.scale, bias=self.bias)
+        return out
 
     def score_cost(self):
         from dataclasses import replace
@@ -98,31 +116,42 @@ class SparseVLM(Pruner):
         st = ctx.state
         return torch.nonzero(st.valid[b] & ~st.visual[b]).squeeze(1)[chosen]
 
-    def scores(self, ctx):
+    def rater_attention(self, ctx):
+        """(B, nq, n) the raters' head-mean attention rows (padded to the longest row's raters) and
+        (B, nq) which of them are real."""
         import torch
 
         raters = [self.raters(ctx, b) for b in range(ctx.state.h.shape[0])]
         nq = max(len(r) for r in raters)
         query = torch.stack([torch.cat([r, r[-1:].expand(nq - len(r))]) for r in raters])
-        probs = ctx.attention(query, n_real=[len(r) for r in raters]).mean(1)  # (B, nq, n)
-        real = torch.stack([torch.arange(nq, device=query.device) < len(r) for r in raters]).float()
+        probs = ctx.attention(query, n_real=[len(r) for r in raters]).mean(1)
+        real = torch.stack([torch.arange(nq, device=query.device) < len(r) for r in raters])
+        return probs, real
+
+    def scores(self, ctx):
+        probs, real = self.rater_attention(ctx)
+        real = real.float()
         return (probs * real[..., None]).sum(1) / real.sum(1, keepdim=True)
 
     def select(self, ctx, k):
         import torch
 
-        scores = self.scores(ctx).float()
+        probs, real = self.rater_attention(ctx)
+        scores = (probs * real[..., None].float()).sum(1) / real.float().sum(1, keepdim=True)
         keep, added = [], []
         for b, count in enumerate(k):
             alive = ctx.visual_positions(b)
-            order = alive[torch.sort(scores[b, alive], descending=True, stable=True).indices]
+            order = alive[torch.sort(scores[b, alive].float(), descending=True, stable=True).indices]
+            if self.count == "rank":
+                rank = int(torch.linalg.matrix_rank(probs[b][real[b]][:, alive].float()))
+                count = len(alive) if rank >= len(alive) else min(int(rank * self.scale + self.bias), len(alive) - 1)
             keep.append(order[:count].sort().values)
             n_clusters = self.score_cost().added(len(alive), count)
             if not n_clusters:
                 added.append(None)
                 continue
             dropped = order[count:].sort().values  # in sequence order, then the best scored of them
-            candidates = dropped[torch.sort(scores[b, dropped], descending=True, stable=True).indices]
+            candidates = dropped[torch.sort(scores[b, dropped].float(), descending=True, stable=True).indices]
             candidates = candidates[: int(len(dropped) * self.recycle) + 1]
             h = ctx.state.h[b, candidates]
             centres, assign = density_peak_centres(h, n_clusters)
@@ -131,6 +160,11 @@ class SparseVLM(Pruner):
         return Selection(keep, added=added)
 
     def preset(self, layers):
+        if self.count == "rank":  # where the first release steps; each step's count is the pruner's
+            from paretobench.schedule import PruningSchedule, keep_count
+
+            at = sorted({min(layers - 1, keep_count(layer / PUBLISHED_DEPTH, layers) + 1) for layer in RANK_LAYERS})
+            return PruningSchedule.steps(layers, {i: 1 - (j + 1) / (len(at) + 1) for j, i in enumerate(at)})
         return self.setting_schedule(layers, 192)
 
     @staticmethod

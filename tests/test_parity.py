@@ -126,3 +126,29 @@ def test_sparsevlm_clustering_finds_the_official_centres_at_hidden_state_scale(d
     d = torch.cdist(x, centres)
     assert len(set(d[got].argmin(1).tolist())) == 6
     assert len({(int(a), int(p)) for a, p in zip(assign, d.argmin(1))}) == 6
+
+
+def test_sparsevlm_rank_mode_keeps_the_first_releases_count(model_dir, samples):
+    """count="rank": at a step, min(int(rank * scale + bias), live - 1) tokens stay, the rank
+    being that of the raters' head-mean attention to the visual tokens (recycling as usual)."""
+    from paretobench.schedule import ScoreCost
+
+    pruner = SparseVLM(count="rank", scale=2.0, bias=3.0)
+    schedule = pruner.preset(LAYERS)
+    seen = []
+
+    class Spy(SparseVLM):
+        def select(self, ctx, k):
+            probs, real = self.rater_attention(ctx)
+            alive = ctx.visual_positions(0)
+            seen.append((len(alive), int(torch.linalg.matrix_rank(probs[0][real[0]][:, alive].float()))))
+            return super().select(ctx, k)
+
+    result, _ = _ours(model_dir, samples[0], schedule, Spy(count="rank", scale=2.0, bias=3.0))
+    live = [layer[0] for layer in result.live_visual]
+    steps = [i for i in range(1, LAYERS) if schedule.keep[i] < schedule.keep[i - 1]]
+    assert len(seen) == len(steps) >= 2
+    for (alive, rank), i in zip(seen, steps):
+        kept = alive if rank >= alive else min(2 * rank + 3, alive - 1)
+        assert live[i] == kept + ScoreCost(recycle=0.3).added(alive, kept), (i, alive, rank)
+    assert live[steps[0]] < 144  # it pruned

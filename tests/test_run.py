@@ -323,3 +323,13 @@ def test_pruner_parameters_and_the_generation_length_reach_the_evaluations(cfg, 
     assert not {e.key for e in base.evaluations} & {e.key for e in other.evaluations}
     with pytest.raises(Exception, match="did you mean 'positions'"):
         run(replace(cfg(tmp_path), pruner="pyramiddrop", pruner_params={"position": "keep"}), progress=False)
+
+
+def test_a_pruner_that_chooses_its_own_counts_is_refused_by_searches(cfg, tmp_path):
+    from dataclasses import replace
+
+    from paretobench.search import check
+
+    with pytest.raises(ValueError, match="chooses its own token counts"):
+        check(replace(cfg(tmp_path), pruner="sparsevlm", pruner_params={"count": "rank"}))
+    assert not (tmp_path / "store.sqlite").exists()

@@ -61,11 +61,14 @@ def run(args) -> int:
         pruner_name, budget = args.preset[:-8], PRUNERS.get(args.preset[:-8]).DEFAULT_BUDGET
     # unknown names and parameters fail before anything loads
     pruner = build_pruner(pruner_name, params) if pruner_name else None
+    if budget is not None and getattr(pruner, "chooses_counts", False):
+        raise ValueError(f"{pruner_name} with {pruner.params()} chooses its own token counts, so no schedule can "
+                         "promise a budget: give --preset or --schedule")  # fmt: skip
     _, path = check_model_dir(args.model)
     if budget is not None:
         schedule = None
     else:
-        schedule = resolve_schedule(args, layers=decoder_layers(path))  # bad input fails before anything loads
+        schedule = resolve_schedule(args, layers=decoder_layers(path), pruner=pruner)  # bad input fails before anything loads
     dataset = load_dataset(args.data, limit=args.limit)
     loaded = load_model(args.model, device=args.device, dtype=torch_dtype(args.dtype))
     if budget is not None:
@@ -96,15 +99,17 @@ def decoder_layers(path) -> int:
     return getattr(config, "text_config", config).num_hidden_layers
 
 
-def resolve_schedule(args, layers: int):
+def resolve_schedule(args, layers: int, pruner=None):
     """The schedule ``--schedule`` or ``--preset`` asks for (None otherwise), checked against
-    the model's depth."""
+    the model's depth; ``<pruner>-default`` of the pruner given is its preset with its parameters."""
     from paretobench import presets
     from paretobench.schedule import PruningSchedule
 
     if args.schedule:
         return PruningSchedule.parse(args.schedule, layers)
     if args.preset:
+        if pruner is not None and args.preset == f"{pruner.name}-default":
+            return pruner.preset(layers)
         return presets.resolve(args.preset, layers)
     return None
 
