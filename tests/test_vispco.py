@@ -171,6 +171,22 @@ def test_vispco_without_a_model_says_what_it_needs():
         VisPCO(SearchSpace(SHAPE, 40, 144), kernel="cubic")
 
 
+def test_the_papers_configuration_is_one_setting_and_explicit_settings_still_win():
+    from paretobench.evaluator import SearchSpace
+    from searchers.vispco import VisPCO
+
+    paper = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper").config
+    assert (paper.kernel, paper.lam, paper.alpha, paper.beta, paper.eps, paper.lr, paper.batch_size) == (
+        "psigmoid", 100.0, 2.0, 0.5, 0.01, 4e-4, 16)
+    assert (paper.temperature, paper.kl, paper.select) == (0.1, "pruned-original", "last")
+    ours = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv")).config
+    assert ours.kernel != paper.kernel and ours.lr != paper.lr
+    mixed = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper", kernel="multistep", lam=5.0).config
+    assert (mixed.kernel, mixed.lam, mixed.lr) == ("multistep", 5.0, 4e-4)
+    with pytest.raises(ValueError, match="unknown preset 'papr'"):
+        VisPCO(SearchSpace(SHAPE, 40, 144), preset="papr")
+
+
 @pytest.fixture(scope="module")
 def vispco_run(tmp_path_factory, tiny_model_dir, synth_dir):
     from paretobench.search import RunConfig, run
