@@ -50,11 +50,29 @@ class StoredRun:
 
     @property
     def pruner(self) -> str:
-        return self.config["pruner"]
+        """The pruner's name, with its parameters where the run gave any (``sparsevlm[recycle=0]``):
+        runs of one pruner with other parameters are other methods to compare."""
+        params = self.config.get("pruner_params") or {}
+        inner = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+        return self.config["pruner"] + (f"[{inner}]" if inner else "")
 
     @property
     def kernel(self) -> str | None:
         return self.config.get("searcher_params", {}).get("kernel")
+
+    @property
+    def label(self) -> str:
+        """How tables name the run: the searcher and what tells its runs apart (Random-N's N,
+        VisPCO's kernel and preset, the preset searcher's schedules)."""
+        params = self.config.get("searcher_params", {})
+        if self.searcher == "random":
+            return f"random-{self.config['n']}"
+        if self.searcher == "preset":
+            return "preset (" + ", ".join(params.get("names", ["default", "vtw", "aim"])) + ")"
+        if self.searcher == "vispco":
+            preset = params.get("preset")
+            return f"vispco ({preset}: {self.kernel})" if preset else f"vispco ({self.kernel})"
+        return self.searcher + (f" ({self.kernel})" if self.kernel else "")
 
     @property
     def proposals(self) -> list[dict]:
@@ -92,7 +110,14 @@ def _vispco(runs, pruner, data_key):
 
 
 def _default_kernel_run(runs):
-    return next((r for r in runs if r.kernel == DEFAULT_KERNEL), runs[0] if runs else None)
+    """The run of VisPCO's defaults: the default kernel and no other setting changed."""
+    plain = [r for r in runs if r.kernel == DEFAULT_KERNEL and not _changed_settings(r)]
+    return next(iter(plain), next((r for r in runs if r.kernel == DEFAULT_KERNEL), runs[0] if runs else None))
+
+
+def _changed_settings(r) -> set:
+    """The searcher settings a run gave beyond the training split (``--param``s)."""
+    return set(r.config.get("params", {})) - {"train", "kernel"}
 
 
 def _mean_std(xs):
@@ -254,7 +279,7 @@ def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, boot
             s = f"{scale * value:.{digits}f}"
             return s + (f" [{scale * lo_hi[0]:.{digits}f}, {scale * lo_hi[1]:.{digits}f}]" if lo_hi else "")
 
-        label = r.searcher + (f" ({r.kernel})" if r.kernel else "")
+        label = r.label
         rows.append([label, r.run.name, len(r.run.evaluations), r.summary.get("computed"), f"{wall_time(r.summary):.0f}",
                      _pct(ev.flops_fraction if ev else None), *(_pct(ev.per_category.get(g) if ev else None) for g in groups),
                      _pct(ev.accuracy if ev else None), with_ci("igd_plus", d["igd_plus"]),
@@ -310,10 +335,10 @@ def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5, also=
     if not vis:
         raise ValueError(f"table5 needs vispco runs of {pruner}")
     groups = sorted({g for r in vis for g in r.run.groups})
-    head = ["kernel", "schedule", "FLOPs", *groups, "avg", "relaxed KL", "realised KL",
+    head = ["configuration", "schedule", "FLOPs", *groups, "avg", "relaxed KL", "realised KL",
             *(f"avg @{b:.0%}" for b in also)]  # fmt: skip
     rows, records = [], []
-    for r in sorted(vis, key=lambda r: r.kernel or ""):
+    for r in sorted(vis, key=lambda r: r.label):
         at = {}
         for p in r.proposals:
             ev = _evaluation_of(r, p)
@@ -323,10 +348,11 @@ def table5(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5, also=
             continue
         p, ev = at[round(budget, 6)]
         others = {b: at[round(b, 6)][1].accuracy if round(b, 6) in at else None for b in also}
-        rows.append([r.kernel, ",".join(f"{k:.2f}" for k in _chosen(r, p)), _pct(ev.flops_fraction),
+        rows.append([r.label, ",".join(f"{k:.2f}" for k in _chosen(r, p)), _pct(ev.flops_fraction),
                      *(_pct(ev.per_category.get(g)) for g in groups), _pct(ev.accuracy),
                      f"{p['relaxed_kl']:.3f}", f"{p['realised_kl']:.3f}", *(_pct(a) for a in others.values())])  # fmt: skip
-        records.append({"kernel": r.kernel, "schedule": _chosen(r, p), "flops": ev.flops_fraction,
+        records.append({"configuration": r.label, "kernel": r.kernel, "schedule": _chosen(r, p),
+                        "flops": ev.flops_fraction,
                         **{g: ev.per_category.get(g) for g in groups}, "avg": ev.accuracy,
                         "relaxed_kl": p["relaxed_kl"], "realised_kl": p["realised_kl"],
                         **{f"avg_at_{b:g}": a for b, a in others.items()}, "run": r.run.name})  # fmt: skip
