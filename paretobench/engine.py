@@ -190,7 +190,8 @@ class Engine:
         schedule = (schedule or PruningSchedule.full(a.num_layers)).check_layers(a.num_layers)
         state = replace(state, by_slot=dict(state.by_slot))  # pruners may add to it; this run only
         initial = state
-        repack = getattr(pruner, "positions", "keep") == "repack" and state.pos.dim() == 2  # 1-D RoPE only
+        # how positions change at a step (see ``Pruner.positions``); renumbering needs 1-D RoPE
+        positions = getattr(pruner, "positions", "keep") if state.pos.dim() == 2 else "keep"
         targets = self._steps(schedule, state.n_visual)
         # live counts are tracked here, on the host: reading them off the device at every layer
         # would stall an accelerator's queue once per layer
@@ -219,7 +220,7 @@ class Engine:
                 # what the pruner adds back); the others keep what they hold
                 want = [t if t < p else c for t, p, c in zip(targets[i], targets[i - 1] if i else state.n_visual, counts)]
                 before = counts
-                state, counts = self._drop(ctx, pruner, want, text, repack)
+                state, counts = self._drop(ctx, pruner, want, text, positions)
                 # a row pays for scoring only where it ranks tokens, as it would alone: not where
                 # its own count does not fall, nor where every token goes (the batch scores them all)
                 score_flops = [s + (c if 0 < w < n else 0) for s, c, w, n in zip(score_flops, ctx.score_flops, want, before)]
@@ -257,10 +258,12 @@ class Engine:
             state = replace(state, h=h)
 
     def _drop(self, ctx: ScoreContext, pruner, want: list[int], text: list[int],
-              repack: bool = False) -> tuple[SeqState, list[int]]:  # fmt: skip
+              positions: str = "keep") -> tuple[SeqState, list[int]]:  # fmt: skip
         """Keep ``want[b]`` visual tokens of row b, those the pruner selects, with the hidden states
         it gives them, plus any tokens it adds (``Selection.added``); text tokens (``text[b]`` of
-        them) always stay. ``repack``: positions become 0..n-1 again afterwards. Returns the new
+        them) always stay. ``positions``: "keep" the ids, "repack" them to 0..n-1 afterwards, or
+        "step" (each kept token gets its index in the sequence before the step; before layer 0,
+        as "repack"). Returns the new
         state and each row's live visual count. The whole batch at once: one device sync, for the check."""
         from pruners.base import Selection
 
@@ -279,6 +282,8 @@ class Engine:
                 raise RuntimeError(f"{pruner.name} chose {got[b]} visual positions for row {b} ({stray[b]} not "
                                    f"live visual tokens); the schedule asks for {want[b]}")  # fmt: skip
         want = got if free else want
+        if positions == "step" and ctx.layer > 0:  # the index each token has in the sequence the step saw
+            state = replace(state, pos=(state.valid.long().cumsum(1) - 1).masked_fill(~state.valid, 1))
         h = state.h
         if sel.hidden is not None and any(m is not None for m in sel.hidden):
             rows = [b for b, m in enumerate(sel.hidden) if m is not None]
@@ -292,7 +297,7 @@ class Engine:
         out = replace(state, h=h, by_slot=by_slot).compact(keep, [t + w for t, w in zip(text, want)])
         if any(added):
             out = _insert(state, out, sel.added)
-        if repack:
+        if positions == "repack" or positions == "step" and ctx.layer == 0:
             out = replace(out, pos=(out.valid.long().cumsum(1) - 1).masked_fill(~out.valid, 1))
         return out, [w + a for w, a in zip(want, added)]
 
@@ -310,6 +315,8 @@ class Engine:
         # original last position, or, where a pruner repacks positions, that layer's own count
         last_of: dict = {}  # layers between two steps hold one position tensor: one last position for them
         lasts = [last_of.setdefault(id(p), a.last_position(p, v)) for p, v in zip(pre.layer_pos, pre.layer_valid)]
+        if getattr(pruner, "positions", "keep") == "step":  # ViTCoP: every layer from the first layer's count
+            lasts = [lasts[0]] * len(lasts)
         masks, key_pos = list(pre.layer_valid), list(pre.layer_pos)
         for step in range(1, max_new_tokens):
             if bool(done.all()):

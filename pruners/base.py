@@ -56,8 +56,10 @@ class Pruner:
     # which query rows a scoring step reads (the FLOPs it costs): none, last, text or all
     score_rows: str = "all"
     reads_keys: bool = False  # reads keys without attention rows (then pays for them only before layer 0)
-    # positions after a step: "keep" the original (gapped) ids, or "repack" them to 0..n-1 as the
-    # official PyramidDrop and SparseVLM code does (1-D RoPE only: M-RoPE positions are kept)
+    # positions after a step (1-D RoPE; M-RoPE positions are always kept): "keep" the original
+    # (gapped) ids; "repack" them to 0..n-1, as the official PyramidDrop and SparseVLM code does;
+    # "step", as ViTCoP's: each kept token takes its index in the sequence the step saw (a step
+    # before layer 0 repacks), and decoding continues from layer 0's count on every layer
     positions: str = "keep"
     # whether a ``select`` of the subclass's own keeps what ranking ``scores`` keeps (adding, at
     # most, what ``score_cost().recycle`` says): VisPCO's relaxed forward can then stand for it

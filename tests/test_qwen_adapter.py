@@ -290,7 +290,7 @@ def test_vitcop_preset_runs_on_qwen_images_of_different_sizes(samples):
     a = adapter_for(model, processor)
     pruner = PRUNERS.get("vitcop")()
     schedule = pruner.preset(a.num_layers)
-    assert schedule.keep == (0.5, 0.25, 0.25, 0.05)
+    assert schedule.keep == (0.5, 253 / 576, 253 / 576, 51 / 576)  # the official 192-token setting, scaled
     image_fn = _image_fn(samples)
     state = a.prepare(a.encode(samples, image_fn, vision_extras=True))
     assert state.n_visual == [12, 4, 12]
