@@ -158,9 +158,11 @@ PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean 
 PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
 PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")
 PRUNERS.register("pyramiddrop", "pruners.pyramiddrop:PyramidDrop", doc="staged drops, last-token attention at the layer")
-PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM", doc="text raters' attention, pruned tokens recycled")
+PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM",
+                 doc="text raters' attention; the best dropped tokens recycled as cluster tokens")
 PRUNERS.register("fitprune", "pruners.fitprune:FitPrune", doc="text x visual attention received; recipe fitted to a budget")
-PRUNERS.register("vitcop", "pruners.vitcop:ViTCoP", doc="vision-stage CLS attention, then K-norm per cluster, merging")
+PRUNERS.register("vitcop", "pruners.vitcop:ViTCoP",
+                 doc="vision-stage CLS attention and VIC clusters, then K-norm per cluster with merging, a deep top-k")
 SEARCHERS.register("grid", "searchers:Grid", doc="the paper's per-layer sampling (C.1.3), or a single-step lattice")
 SEARCHERS.register("random", "searchers:Random", doc="Random-N: n random schedules meeting the budgets")
 SEARCHERS.register("nsga2", "searchers:NSGA2", doc="Optuna NSGA-II on (FLOPs, accuracy)")
