@@ -456,12 +456,43 @@ class Gemma3Adapter(DecoderAdapter):
 
     @torch.no_grad()
     def encode(self, samples: list[Sample], image_fn=None, *, vision_extras: bool = False) -> Encoded:
-        """Processor inputs (with ``token_type_ids``) and per-image features."""
-        if vision_extras:
-            raise UnsupportedModel(f"vision-stage pruning is not supported for {self.model.config.model_type} yet")
+        """Processor inputs (with ``token_type_ids``) and per-image features. With
+        ``vision_extras``, also per visual token a CLS-free saliency and the tower's keys
+        (``_vision_extras``), for vision-stage pruners."""
         inputs = self._processor_inputs(samples, image_fn)
-        feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.model.dtype)).pooler_output
-        return Encoded(inputs, list(feats), {}, _mask_positions(inputs["attention_mask"]))
+        captured: dict = {}
+        tower = self.model.model.vision_tower
+        attn = getattr(tower, "vision_model", tower).encoder.layers[-1].self_attn
+        hooks = [attn.q_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("q", o)),
+                 attn.k_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("k", o))] if vision_extras else []  # fmt: skip
+        try:
+            feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.model.dtype)).pooler_output
+        finally:
+            for h in hooks:
+                h.remove()
+        extras = self._vision_extras(captured, attn, feats.shape[1]) if vision_extras else {}
+        return Encoded(inputs, list(feats), extras, _mask_positions(inputs["attention_mask"]))
+
+    @staticmethod
+    def _vision_extras(captured: dict, attn, n_tokens: int) -> dict:
+        """SigLIP has no CLS token: ``vision_cls_attention`` is the CLS-free substitute, the
+        head-mean attention each patch RECEIVES in the tower's last layer, averaged over the query
+        patches, summed over the patches the projector pools into one visual token (an image's
+        values sum to 1); ``vision_keys`` the mean of those patches' keys there."""
+        q, k = captured["q"], captured["k"]
+        b, n, _ = q.shape
+        side, tokens = int(n**0.5), int(n_tokens**0.5)
+        kernel = side // tokens  # the projector's average-pooling kernel, in patches
+        qh = q.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        kh = k.view(b, n, -1, attn.head_dim).transpose(1, 2)
+        received = torch.stack([_received_attention(qh[i], kh[i], attn.scale) for i in range(b)])  # (B, n)
+
+        def pooled(x, reduce):  # (B, n, ...) per patch -> (B, tokens^2, ...) per visual token, row-major
+            x = x.reshape(b, tokens, kernel, tokens, kernel, *x.shape[2:]).transpose(2, 3)
+            return reduce(x.reshape(b, tokens * tokens, kernel * kernel, *x.shape[5:]), 2)
+
+        return {"vision_cls_attention": pooled(received, torch.sum),
+                "vision_keys": pooled(k.float(), torch.mean)}
 
     def _batch_images(self, images: list) -> list:
         return [[image] for image in images]  # the processor wants each sample's images in a list

@@ -335,3 +335,34 @@ def test_pruned_decoding_keeps_the_gaps_in_the_window(tiny, samples):
     n = encoded.inputs["input_ids"].shape[1]
     want = _layers_forward(model, inputs, masks, positions)[:, n - 1 :]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_vision_extras_are_the_attention_each_pooled_token_receives_in_the_towers_last_layer(tiny, samples):
+    """SigLIP has no CLS token: the saliency is the head-mean attention each patch receives in the
+    last layer (eager maps), averaged over queries and summed over the 2x2 patches pooled into one
+    visual token; the keys are those patches' mean."""
+    model, processor = tiny
+    a = adapter_for(model, processor)
+    layer = model.model.vision_tower.encoder.layers[-1]
+    seen = {}
+    hooks = [layer.self_attn.register_forward_hook(lambda m, i, o: seen.__setitem__("map", o[1])),
+             layer.self_attn.k_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("k", o))]  # fmt: skip
+    model.model.vision_tower.set_attn_implementation("eager")
+    try:
+        encoded = a.encode(samples, vision_extras=True)
+    finally:
+        model.model.vision_tower.set_attn_implementation("sdpa")
+        for h in hooks:
+            h.remove()
+    received = seen["map"].float().mean(1).mean(1)  # (B, 64): per patch, over heads and queries
+    grid = received.view(len(samples), 4, 2, 4, 2).sum((2, 4)).flatten(1)  # 2x2 patches per visual token
+    torch.testing.assert_close(encoded.by_slot["vision_cls_attention"], grid, rtol=0, atol=1e-6)
+    keys = seen["k"].float().view(len(samples), 4, 2, 4, 2, -1).mean((2, 4)).flatten(1, 2)
+    torch.testing.assert_close(encoded.by_slot["vision_keys"], keys, rtol=0, atol=1e-6)
+    # and ViTCoP's preset runs on it: its vision stage, shallow and deep steps
+    from pruners.vitcop import ViTCoP
+
+    pruner = ViTCoP()
+    schedule = PruningSchedule.steps(2, {0: 0.5, 1: 0.25})
+    result = Engine(a).prefill(a.prepare(encoded), schedule, pruner)
+    assert result.live_visual == [[keep_count(k, 16)] * len(samples) for k in schedule.keep]

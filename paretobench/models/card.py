@@ -26,6 +26,7 @@ import torch
 from paretobench.registry import DEFAULT_MODEL
 
 KEEP_FRACTION = 0.25
+FIXED_SIZE = ("llava", "gemma3")  # model types that see synth8's 96x96 images (the others, native sizes)
 
 
 def _rng(sample, salt: str) -> torch.Generator:
@@ -90,17 +91,18 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
     item with that attribute; every object patch for row and column), at each stage the image
     passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
     projector's; Qwen2.5-VL: the merged tokens (the vision model's output is the decoder's input)."""
-    from paretobench.models.train import LlavaImages, QwenImages, shown
+    from paretobench.models.train import GemmaImages, LlavaImages, QwenImages, shown
 
-    llava = model.config.model_type == "llava"
-    data = (LlavaImages if llava else QwenImages)(samples, processor)
+    fixed = model.config.model_type in FIXED_SIZE
+    data = {"llava": LlavaImages, "gemma3": GemmaImages}.get(model.config.model_type, QwenImages)(samples, processor)
     rows = list(range(len(samples)))
     with torch.no_grad():
         feats = torch.cat([data.stage1_features(model, _on(model, data.vision_inputs(rows[i : i + 64]))).float().cpu()
                            for i in range(0, len(rows), 64)])  # fmt: skip
-        if llava:
+        if fixed:
             proj = model.model.multi_modal_projector
-            projected = proj(feats.to(model.device, model.dtype)).float().cpu()
+            per_image = feats.view(len(rows), -1, feats.shape[-1])  # Gemma 3's projector pools each image's grid
+            projected = proj(per_image.to(model.device, model.dtype)).flatten(0, 1).float().cpu()
             stages = {"tower": feats, "projector": projected}
         else:
             stages = {"merger": feats}
@@ -134,7 +136,7 @@ def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: b
     from paretobench.models.loading import load_model
 
     loaded = load_model(str(model_dir))
-    synth8 = synth8 if loaded.model.config.model_type == "llava" else synth8_native  # native resolution
+    synth8 = synth8 if loaded.model.config.model_type in FIXED_SIZE else synth8_native  # native resolution
     out = {}
     data = load_dataset(str(synth8(seed=seeds[0], n=n)))
     for name, kw in PROBES.items():
@@ -173,7 +175,7 @@ def _schedule_text(c: dict) -> str:
 
 def _stage2_text(r: dict) -> str:
     c = r["config"]
-    feeder = "projector" if c.get("arch", "llava") == "llava" else "merger"  # what feeds the decoder
+    feeder = "merger" if c.get("arch", "llava") == "qwen2.5-vl" else "projector"  # what feeds the decoder
     done = r["history"][-1]["step"] if r["history"] else 0
     steps = f"{done} steps" + (f" (of a planned {c['steps']}, cut there)" if done < c["steps"] else "")
     extras = []
@@ -221,7 +223,7 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_patch_accuracy"].items()) + "."
         + ("" if not first.get("vision_label_accuracy") else " On the patches that show each label: "
            + ", ".join(f"{k} {_pct(a)}%" for k, a in first["vision_label_accuracy"].items()) + "."),
-        ("2. Tower frozen; projector" if c1.get("arch", "llava") == "llava" else "2. ViT blocks frozen; merger")
+        ("2. ViT blocks frozen; merger" if c1.get("arch", "llava") == "qwen2.5-vl" else "2. Tower frozen; projector")
         + " + decoder on the MCQ prompt, loss on the answer word and end of sequence"
         + (":" if len(segments) == 1 else f", in {len(segments)} runs, each continuing the last:"),
     ]
@@ -276,6 +278,20 @@ def _architecture(cfg: dict, full: dict) -> list[str]:
             f"(the image after the question), {full['text_tokens']:.1f} text tokens on average; answers are the "
             "option's text",
         ]
+    if cfg["model_type"] == "gemma3":
+        kinds = t["layer_types"]
+        return [
+            f"- vision tower: SigLIP, {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
+            f"{v['image_size']}x{v['image_size']} images in {v['patch_size']}x{v['patch_size']} patches, no class "
+            f"token; the projector average-pools them to {cfg['mm_tokens_per_image']} visual tokens, RMS-normalises "
+            "and projects them",
+            f"- language model: Gemma 3, {decoder.replace('SwiGLU', 'GeGLU')}; per-head q/k norms, "
+            f"{kinds.count('sliding_attention')} sliding-window layers (window {t['sliding_window']} positions) and "
+            f"{kinds.count('full_attention')} global ones, each kind with its rotary table; the image's tokens "
+            "attend to each other both ways",
+            "- prompt: VLMEvalKit's MCQ prompt in Gemma's turn markup, the image after the question, "
+            f"{full['text_tokens']:.1f} text tokens on average; answers are the option's text",
+        ]
     cell = v["patch_size"] * v["spatial_merge_size"]
     return [
         f"- vision model: Qwen2.5-VL's windowed ViT, {v['depth']} layers, hidden {v['hidden_size']}, "
@@ -294,9 +310,9 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     cats = list(full["per_category"])
     rows = [k for k in probes if k != "full" and "per_category" in probes[k]]
     cfg = json.loads((model_dir / "config.json").read_text())
-    llava = cfg["model_type"] == "llava"
-    kind = "LlavaForConditionalGeneration" if llava else "Qwen2_5_VLForConditionalGeneration"
-    data = "synth8" if llava else "synth8-native"
+    kind = {"llava": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration"}.get(
+        cfg["model_type"], "Qwen2_5_VLForConditionalGeneration")  # fmt: skip
+    data = "synth8" if cfg["model_type"] in FIXED_SIZE else "synth8-native"
     borrowed = next((r["config"]["decoder_from"] for r in _chain(training or {}) if r.get("decoder_from")), None)
     origin = ("from random initialisation" if not borrowed else
               f"from random initialisation, except its decoder, which started from the trained one of `{borrowed}`,")

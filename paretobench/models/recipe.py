@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class TrainConfig:
     data: str  # folder with synth8_train.tsv
     out: str  # where the trained model (and its card) is saved
-    arch: str = "llava"  # "llava" (tiny-llava, synth8) or "qwen2.5-vl" (tiny-qwen2.5-vl, synth8-native data)
+    arch: str = "llava"  # llava (tiny-llava, synth8), qwen2.5-vl (tiny-qwen2.5-vl, synth8-native), gemma3 (synth8)
     seed: int = 0
     vision_steps: int = 2000  # stage 1 steps (batch ``vision_batch``)
     vision_batch: int = 64

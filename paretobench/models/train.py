@@ -278,6 +278,19 @@ class LlavaImages(ImageData):
         return output.flatten(0, -2)
 
 
+class GemmaImages(LlavaImages):
+    """Gemma 3: fixed 96x96 images like LLaVA's, one visual token per 8x8 patch (the projector's
+    pooling kernel is 1), a SigLIP tower with no class token; the image tokens attend to each other
+    both ways, which the model builds from ``token_type_ids``."""
+
+    def stage1_features(self, model, inputs):
+        return model.model.vision_tower(pixel_values=inputs["pixel_values"]).last_hidden_state.flatten(0, 1)
+
+    def model_inputs(self, model, input_ids, mask, rows):
+        types = (input_ids == model.config.image_token_id).long()
+        return {**super().model_inputs(model, input_ids, mask, rows), "token_type_ids": types}
+
+
 class QwenImages(ImageData):
     """Native-resolution images (``synth8-native``): each through the image processor per batch;
     labels per merged token (one per ``scene["cell"]`` pixels), row-major as the decoder sees them."""
@@ -371,7 +384,11 @@ def tokenize(processor, samples: list[Sample], n_tokens=None) -> tuple[list[list
     ids, starts = [], []
     for i, (s, text) in enumerate(zip(samples, chat_prompts(processor, samples))):
         n_img = n_tokens(i) if n_tokens else synth.GRID * synth.GRID
-        prompt = tok(text.replace(processor.image_token, processor.image_token * n_img)).input_ids
+        if hasattr(processor, "full_image_sequence"):  # Gemma 3: the image's start token opens a fixed block
+            text = text.replace(processor.boi_token, processor.full_image_sequence)
+        else:
+            text = text.replace(processor.image_token, processor.image_token * n_img)
+        prompt = tok(text).input_ids
         answer = tok(answer_text(s), add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids.append(prompt + answer)
         starts.append(len(prompt))
@@ -746,7 +763,7 @@ def transplant_decoder(model, tokenizer, folder: Path) -> dict:
     return {"tokens_shared": shared, "tokens": len(tokenizer), **json.loads((folder / "training.json").read_text())}
 
 
-ARCHS = ("llava", "qwen2.5-vl")
+ARCHS = ("llava", "qwen2.5-vl", "gemma3")
 
 
 def train_embedded(cfg: TrainConfig, *, log=print, resume: bool = False) -> dict:
@@ -771,6 +788,10 @@ def train_embedded(cfg: TrainConfig, *, log=print, resume: bool = False) -> dict
         from paretobench.models import tiny_llava as builder
 
         Data = LlavaImages
+    elif cfg.arch == "gemma3":
+        from paretobench.models import tiny_gemma3 as builder
+
+        Data = GemmaImages
     else:
         from paretobench.models import tiny_qwen as builder
 
