@@ -13,7 +13,7 @@ engine's own overhead shows. Image encoding is excluded (it is computed once per
 shared by every schedule).
 
 With ``--decoder-shape`` (e.g. ``qwen2.5-vl-3b``) the model's decoder is replaced by a random
-one of that checkpoint's shape (``paretobench.models.shaped``): the timings are that size's,
+one of that checkpoint's shape (``paretobench.models.checkpoint_shapes``): the timings are that size's,
 the outputs meaningless. On a GPU give ``--device cuda --dtype bfloat16``; every timed call
 ends with a device synchronise.
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     dtype = torch_dtype(args.dtype)
     loaded = load_model(args.model, dtype=dtype, device=args.device)
     if args.decoder_shape:
-        from paretobench.models.shaped import with_decoder_shape
+        from paretobench.models.checkpoint_shapes import with_decoder_shape
 
         loaded = with_decoder_shape(loaded, args.decoder_shape, dtype=dtype, device=args.device)
     model = loaded.model

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from paretobench.data.datasets import load_dataset
-    from paretobench.models.card import patch_readability
+    from paretobench.training.card import patch_readability
     from paretobench.models.loading import load_model
 
     samples = [s for s in load_dataset(args.data).samples if s.category in args.families]

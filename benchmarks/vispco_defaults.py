@@ -78,13 +78,14 @@ def main(argv=None) -> int:
             rows.append({"config": name, "params": CONFIGS[name], "picks": picks,
                          "mean_accuracy": sum(met) / len(met) if len(met) == len(picks) else None,
                          "training_seconds": training.get("seconds")})  # fmt: skip
-            print(f"{name:<28} " + "  ".join(
-                f"{b}: {'-' if v is None else f'{v['accuracy']:.4f} @ {v['flops']:.3f}'}" for b, v in picks.items())
-                + f"  mean {rows[-1]['mean_accuracy'] or float('nan'):.4f}"
-                + f"  trained {rows[-1]['training_seconds'] or 0:.0f} s", flush=True)  # fmt: skip
+            cells = ["-" if v is None else f"{v['accuracy']:.4f} @ {v['flops']:.3f}" for v in picks.values()]
+            mean, seconds = rows[-1]["mean_accuracy"], rows[-1]["training_seconds"] or 0
+            print(f"{name:<28} " + "  ".join(f"{b}: {c}" for b, c in zip(picks, cells))
+                  + f"  mean {float('nan') if mean is None else mean:.4f}  trained {seconds:.0f} s", flush=True)
     record = {"model": args.model, "pruner": args.pruner, "train_split": train, "trained_on": args.train,
               "scored_on": "the rest of the train split", "budgets": args.budgets, "rows": rows,
-              "command": "python benchmarks/vispco_defaults.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
+              "command": "python benchmarks/vispco_defaults.py "
+              + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -48,7 +48,7 @@ def test_pruned_eval_reports_flops_fraction_and_live_tokens(tiny_model_dir, synt
     assert main(args + ["--pruner", "random", "--schedule", "1,0.25"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["tokens"]["live_visual_per_layer"] == [144, 36]
-    assert out["pruner"] == {"name": "random", "seed": 0} and out["schedule"] == [1.0, 0.25]
+    assert out["pruner"] == {"name": "random", "version": 1, "seed": 0} and out["schedule"] == [1.0, 0.25]
     assert 0.5 < out["flops"]["fraction"] < 1.0
     assert main(args + ["--budget", "0.6"]) == 0  # fastv, one step at its default layer (1 of 2 here)
     out = json.loads(capsys.readouterr().out)

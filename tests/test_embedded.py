@@ -7,7 +7,7 @@ import torch
 from engine_checks import TEST_DEVICE
 from paretobench.data.datasets import load_dataset
 from paretobench.evaluate import evaluate, evaluate_many
-from paretobench.models.card import grey_image, select_focus, select_random
+from paretobench.training.card import grey_image, select_focus, select_random
 from paretobench.models.loading import load_model, resolve_model_dir
 
 # each shipped model: the transformers class it loads as, the synth8 variant it was trained on,
@@ -70,7 +70,7 @@ def test_accurate_and_the_surviving_tokens_matter(shipped, subset):
 
 
 def test_patch_readability_probe(shipped, subset):
-    from paretobench.models.card import READABLE, patch_readability
+    from paretobench.training.card import READABLE, patch_readability
 
     name, loaded = shipped
     read = patch_readability(loaded.model, subset, steps=150, processor=loaded.processor)

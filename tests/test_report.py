@@ -138,7 +138,7 @@ def test_readability_benchmark_probes_the_reading_families(tiny_model_dir, synth
     from pathlib import Path
 
     from paretobench.data.datasets import load_dataset
-    from paretobench.models.card import READABLE
+    from paretobench.training.card import READABLE
 
     path = Path(__file__).parent.parent / "benchmarks" / "readability.py"
     spec = importlib.util.spec_from_file_location("readability", path)

@@ -72,12 +72,12 @@ def test_prompt_puts_the_image_after_the_question(saved, samples):
 
 def test_few_step_training_on_native_resolution_data(tmp_path):
     from paretobench.data import synth
-    from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import train_embedded
+    from paretobench.training import TrainingConfig
+    from paretobench.training.train import train_embedded
 
     data = tmp_path / "native"
     synth.synth(data, seed=1, n=1, n_train=3, native=True)
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "stage1"), arch="qwen2.5-vl", seed=2, vision_steps=2,
+    cfg = TrainingConfig(data=str(data), out=str(tmp_path / "stage1"), arch="qwen2.5-vl", seed=2, vision_steps=2,
                       vision_batch=4, steps=0, batch=4, warmup=1, val_size=8, introduce=0, patch_labels=1.0,
                       roles=1.0, roles_layer=2)  # fmt: skip
     record = train_embedded(cfg, log=lambda m: None)
@@ -93,7 +93,7 @@ def test_few_step_training_on_native_resolution_data(tmp_path):
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # stage 2 leaves the ViT alone
     assert merger and not all(torch.equal(a[k], b[k]) for k in merger)  # and trains the merger
 
-    from paretobench.models.card import write_card
+    from paretobench.training.card import write_card
 
     probes = write_card(cfg.out, n=2)  # the card's probes run on synth8-native at this model's resolution
     assert probes["full"]["n"] == 16 and 16 <= probes["full"]["visual_tokens"] <= 256
@@ -105,10 +105,10 @@ def test_few_step_training_on_native_resolution_data(tmp_path):
 
 
 def test_training_refuses_fixed_resolution_data_for_qwen(tmp_path, synth_dir):
-    from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import train_embedded
+    from paretobench.training import TrainingConfig
+    from paretobench.training.train import train_embedded
 
-    cfg = TrainConfig(data=str(synth_dir), out=str(tmp_path / "x"), arch="qwen2.5-vl", vision_steps=1, steps=0,
+    cfg = TrainingConfig(data=str(synth_dir), out=str(tmp_path / "x"), arch="qwen2.5-vl", vision_steps=1, steps=0,
                       val_size=4)  # fmt: skip
     with pytest.raises(ValueError, match="use synth8-native data"):
         train_embedded(cfg, log=lambda m: None)
@@ -134,8 +134,9 @@ def test_stage_one_can_start_on_scenes_redrawn_at_one_size(tmp_path):
     """``vision_fixed_steps``: stage 1's first steps see every scene redrawn at one size, with the
     labels of the redrawn tokens; unset, the stored images and labels come back."""
     from paretobench.data import synth
-    from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import QwenImages, train_embedded
+    from paretobench.training import TrainingConfig
+    from paretobench.training.inputs import QwenImages
+    from paretobench.training.train import train_embedded
 
     data_dir = tmp_path / "native"
     synth.synth(data_dir, seed=4, n=1, n_train=2, families=("char", "count"), native=True)
@@ -157,24 +158,24 @@ def test_stage_one_can_start_on_scenes_redrawn_at_one_size(tmp_path):
         with pytest.raises(ValueError, match="cannot redraw the scenes"):
             data.check_redraw(bad)
 
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "out"), arch="qwen2.5-vl", seed=2, vision_steps=2,
+    cfg = TrainingConfig(data=str(data_dir), out=str(tmp_path / "out"), arch="qwen2.5-vl", seed=2, vision_steps=2,
                       vision_batch=2, vision_fixed_steps=1, steps=0, val_size=2)  # fmt: skip
     record = train_embedded(cfg, log=lambda m: None)
     assert record["config"]["vision_fixed_steps"] == 1 and record["vision_label_accuracy"]
-    from paretobench.models.card import _training_section
+    from paretobench.training.card import _training_section
 
     assert "the first 1 steps on every scene redrawn at 96x96 pixels" in "\n".join(_training_section(record, []))
 
 
 def test_redrawing_is_refused_where_it_means_nothing(tmp_path, synth_dir):
-    from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import train_embedded
+    from paretobench.training import TrainingConfig
+    from paretobench.training.train import train_embedded
 
-    llava = TrainConfig(data=str(synth_dir), out=str(tmp_path / "a"), vision_steps=1, steps=0, val_size=4,
+    llava = TrainingConfig(data=str(synth_dir), out=str(tmp_path / "a"), vision_steps=1, steps=0, val_size=4,
                         vision_fixed_steps=1)  # fmt: skip
     with pytest.raises(ValueError, match="one size already"):
         train_embedded(llava, log=lambda m: None)
-    skipped = TrainConfig(data=str(synth_dir), out=str(tmp_path / "b"), vision_steps=1, steps=0, val_size=4,
+    skipped = TrainingConfig(data=str(synth_dir), out=str(tmp_path / "b"), vision_steps=1, steps=0, val_size=4,
                           vision_fixed_steps=1, vision_from="tiny-llava")  # fmt: skip
     with pytest.raises(ValueError, match="which init_from and vision_from skip"):
         train_embedded(skipped, log=lambda m: None)

@@ -7,14 +7,16 @@ import pytest
 import torch
 
 from paretobench.models.loading import load_model
-from paretobench.models.recipe import TrainConfig
-from paretobench.models.train import (family_weights, label_accuracy, label_loss, parse_emphasis, patch_labels,
-                                      train_embedded, transplant_decoder)  # fmt: skip
+from paretobench.training import TrainingConfig
+from paretobench.training.labels import label_accuracy, label_loss, patch_labels
+from paretobench.training.stages import family_weights, parse_emphasis
+from paretobench.training.train import train_embedded
+from paretobench.training.weights import transplant_decoder
 from paretobench.data.tsv import read_tsv
 
 
 def _cfg(synth_dir, out):
-    return TrainConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
+    return TrainingConfig(data=str(synth_dir), out=str(out), seed=5, vision_steps=3, vision_batch=8, steps=4,
                        batch=4, warmup=2, val_every=2, val_size=16, grounding=1.0, grounding_layer=2,
                        patch_labels=1.0, pointing=1.0, pointing_layer=4, roles=1.0, roles_layer=3)  # fmt: skip
 
@@ -164,7 +166,7 @@ def test_families_enter_one_at_a_time_then_share_equally():
 
 
 def test_item_positions_point_at_the_questions_items(synth_dir):
-    from paretobench.models.train import item_positions
+    from paretobench.training.labels import item_positions
 
     relation = json.loads(read_tsv(synth_dir / "synth8_relation.tsv")[0].extra["scene"])
     pos = item_positions(relation)
@@ -179,7 +181,7 @@ def test_item_positions_point_at_the_questions_items(synth_dir):
 
 
 def test_role_labels_name_the_first_and_second_item_of_a_relation(synth_dir):
-    from paretobench.models.train import scene_labels
+    from paretobench.training.labels import scene_labels
 
     relation = json.loads(read_tsv(synth_dir / "synth8_relation.tsv")[0].extra["scene"])
     role, owners = scene_labels(relation)["role"], np.array(relation["patches"])
@@ -193,7 +195,7 @@ def test_role_labels_name_the_first_and_second_item_of_a_relation(synth_dir):
 
 def test_a_run_resumed_from_any_checkpoint_ends_where_the_uninterrupted_run_ends(trained, synth_dir, tmp_path,
                                                                                  monkeypatch):  # fmt: skip
-    from paretobench.models import train
+    from paretobench.training import train
 
     out, record = trained
     kept = []  # every checkpoint the run writes, in order (each overwrites the last one on disk)
@@ -228,7 +230,7 @@ def test_a_run_resumed_from_any_checkpoint_ends_where_the_uninterrupted_run_ends
 
 
 def test_resume_refuses_other_training_data(trained, synth_dir, tmp_path):
-    from paretobench.models import train
+    from paretobench.training import train
 
     cfg = _cfg(synth_dir, tmp_path / "run")
     cfg.checkpoint, cfg.checkpoint_every, cfg.steps = str(tmp_path / "ckpt"), 2, 0

@@ -37,7 +37,7 @@ def add_device_args(parser) -> None:
 def add_generation_args(parser) -> None:
     """``--pruner-param`` and ``--max-new-tokens``: what, besides the schedule, changes an answer."""
     parser.add_argument("--pruner-param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a pruner's constructor argument, e.g. positions=keep or recycle=0 (repeatable)")  # fmt: skip
+                        help="a pruner's constructor argument, e.g. positions=keep or recycle=0 (repeatable)")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                        help="the greedy answer's length limit (default: 16 on multiple-choice data, 64 on open "
-                             "questions); part of every stored result's key")  # fmt: skip
+                        help="the greedy answer's length limit (default: 16 on multiple-choice data, 64 on "
+                             "open questions); part of every stored result's key")

@@ -15,7 +15,7 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.models.card import write_card
+    from paretobench.training.card import write_card
     from paretobench.models.loading import resolve_model_dir
 
     _, path = resolve_model_dir(args.model)

@@ -62,8 +62,8 @@ def run(args) -> int:
     # unknown names and parameters fail before anything loads
     pruner = build_pruner(pruner_name, params) if pruner_name else None
     if budget is not None and getattr(pruner, "chooses_counts", False):
-        raise ValueError(f"{pruner_name} with {pruner.params()} chooses its own token counts, so no schedule can "
-                         "promise a budget: give --preset or --schedule")  # fmt: skip
+        raise ValueError(f"{pruner_name} with {pruner.params()} chooses its own token counts, so no schedule "
+                         "can promise a budget: give --preset or --schedule")
     _, path = check_model_dir(args.model)
     if budget is not None:
         schedule = None
@@ -147,11 +147,13 @@ def budget_schedule(budget: float, loaded, dataset, pruner, calibration=None, si
     evaluated input (their own token counts), so the realised FLOPs never exceed ``budget``."""
     from paretobench.adapters import adapter_for, token_counts
     from paretobench.flops import DecoderShape
-    from paretobench.schedule import FREE, PruningSchedule, ScheduleError, dataset_fraction
+    from paretobench.schedule import FREE, PruningSchedule, ScheduleError, check_budget, dataset_fraction
 
     layers = loaded.model.config.text_config.num_hidden_layers
     adapter = adapter_for(loaded.model, loaded.processor)
     texts, visuals = (t.tolist() for t in token_counts(adapter, dataset.samples))
+    shape = DecoderShape.from_config(loaded.model.config.text_config)
+    check_budget(budget, shape, round(sum(texts) / len(texts)), round(sum(visuals) / len(visuals)))
     if hasattr(pruner, "fit"):
         from paretobench.engine import Engine
 
@@ -166,7 +168,6 @@ def budget_schedule(budget: float, loaded, dataset, pruner, calibration=None, si
     except ScheduleError:  # no published schedule: prune where FastV does
         preset = None
     layer = next((i for i, k in enumerate(preset.keep) if k < 1), 0) if preset else min(2, layers - 1)
-    shape = DecoderShape.from_config(loaded.model.config.text_config)
     score = pruner.score_cost() if pruner is not None else FREE  # the budget covers what scoring costs too
     nv = max(visuals)
 

@@ -20,11 +20,11 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub, name):
-    from paretobench.models.recipe import TrainConfig
+    from paretobench.training import TrainingConfig
 
     p = sub.add_parser(name, help="train an embedded model from random init on synth8's train split",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(TrainingConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.default is dataclasses.MISSING:  # required, unless --resume reads it from the checkpoint
             p.add_argument(flag, type=str, default=None)
@@ -41,22 +41,22 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.models.recipe import TrainConfig
-    from paretobench.models.train import resume, train_embedded
+    from paretobench.training import TrainingConfig
+    from paretobench.training.train import resume, train_embedded
 
     log = (lambda m: None) if args.json else print
     if args.resume:
         record = resume(args.resume, log=log)
-        cfg = TrainConfig(**record["config"])
+        cfg = TrainingConfig(**record["config"])
     else:
-        missing = [f"--{f.name}" for f in dataclasses.fields(TrainConfig)
+        missing = [f"--{f.name}" for f in dataclasses.fields(TrainingConfig)
                    if f.default is dataclasses.MISSING and getattr(args, f.name) is None]  # fmt: skip
         if missing:
             raise ValueError(f"train-embedded needs {' and '.join(missing)} (or --resume DIR)")
-        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+        cfg = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
         record = train_embedded(cfg, log=log)
     if args.card:
-        from paretobench.models.card import write_card
+        from paretobench.training.card import write_card
 
         record["card"] = write_card(cfg.out, progress=not args.json)
     last = record["history"][-1] if record["history"] else {}

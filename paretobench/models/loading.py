@@ -34,7 +34,10 @@ def resolve_model_dir(spec: str) -> tuple[str, Path]:
 
 
 def check_model_dir(spec: str) -> tuple[str, Path]:
-    """Resolve ``spec`` and check, cheaply, that the folder holds a saved model."""
+    """Resolve ``spec`` and check, cheaply, that the folder holds a saved model (and that a
+    broken torchvision will not stop transformers from reading it: ``hide_broken_torchvision``;
+    every command passes here before transformers reads a model folder)."""
+    hide_broken_torchvision()
     name, path = resolve_model_dir(spec)
     if not path.is_dir():
         raise ModelError(f"model folder {path} does not exist")
@@ -120,22 +123,66 @@ def torch_dtype(name: str):
     return getattr(torch, name)
 
 
+def hide_broken_torchvision() -> None:
+    """``pip install torchvision`` next to a CPU torch gives a torchvision built for another
+    torch: it is found but fails to import ("operator torchvision::nms does not exist"), and
+    transformers, which takes a found torchvision as usable, then cannot import any processor.
+    Such a torchvision is hidden (``sys.modules`` holds None for it, which transformers' check
+    reads as absent), so transformers uses its PIL image processors, as without torchvision; a
+    one-line note on stderr says so. It must run before transformers first imports a model's
+    module (any of them imports torchvision when it is found)."""
+    import importlib.util
+    import sys
+
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except Exception as e:  # a broken build raises RuntimeError, ImportError or OSError
+        sys.modules["torchvision"] = None
+        print(f"paretobench: torchvision is installed but does not import ({type(e).__name__}: {e}); "
+              "using PIL image processors (pip uninstall torchvision, or install the build made for this torch)",
+              file=sys.stderr)  # fmt: skip
+
+
+def load_processor(spec: str):
+    """The model folder's processor (``AutoProcessor``), offline; no weights are read."""
+    _, path = check_model_dir(spec)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(path, local_files_only=True)
+    except ImportError as e:  # Qwen-VL processors also build a video processor, which needs torchvision
+        if "torchvision" not in str(e).lower() or not (path / "processor_config.json").is_file():
+            raise ModelError(f"cannot load the processor of {path}: {e}") from e
+        return image_only_processor(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"cannot load the processor of {path}: {e}") from e
+
+
+def load_config(spec: str):
+    """The model folder's config (``AutoConfig``), offline; no weights are read."""
+    _, path = check_model_dir(spec)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"cannot read the config of {path}: {e}") from e
+
+
 def load_model(spec: str, *, dtype=None, device: str = "cpu") -> LoadedModel:
     """Load with ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a local folder, offline."""
     name, path = check_model_dir(spec)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    processor = load_processor(spec)
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar for loading a few MB only clutters the output
     try:
-        try:
-            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        except ImportError as e:  # Qwen-VL processors also build a video processor, which needs torchvision
-            if "torchvision" not in str(e).lower() or not (path / "processor_config.json").is_file():
-                raise ModelError(f"cannot load the processor of {path}: {e}") from e
-            processor = image_only_processor(path)
         model = AutoModelForImageTextToText.from_pretrained(
             path, local_files_only=True, dtype=dtype or torch.float32
         )

@@ -4,7 +4,7 @@ import pytest
 
 from paretobench.flops import DecoderShape
 from paretobench.models.loading import load_model
-from paretobench.models.shaped import SHAPES, with_decoder_shape
+from paretobench.models.checkpoint_shapes import SHAPES, with_decoder_shape
 
 
 def _decoder_params(model) -> int:

@@ -91,7 +91,8 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
     item with that attribute; every object patch for row and column), at each stage the image
     passes on its way to the decoder: {stage: {label: acc}}. LLaVA: its tower's output and its
     projector's; Qwen2.5-VL: the merged tokens (the vision model's output is the decoder's input)."""
-    from paretobench.models.train import GemmaImages, LlavaImages, QwenImages, shown
+    from paretobench.training.inputs import GemmaImages, LlavaImages, QwenImages
+    from paretobench.training.labels import shown
 
     fixed = model.config.model_type in FIXED_SIZE
     data = {"llava": LlavaImages, "gemma3": GemmaImages}.get(model.config.model_type, QwenImages)(samples, processor)

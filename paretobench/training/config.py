@@ -1,4 +1,4 @@
-"""The training recipe's settings (kept free of torch so the CLI can read them cheaply)."""
+"""``train-embedded``'s settings, one field per flag (free of torch, so the CLI reads them cheaply)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class TrainConfig:
+class TrainingConfig:
     data: str  # folder with synth8_train.tsv
     out: str  # where the trained model (and its card) is saved
     arch: str = "llava"  # llava (tiny-llava, synth8), qwen2.5-vl (tiny-qwen2.5-vl, synth8-native), gemma3 (synth8)
