@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from paretobench.schedule import PruningSchedule, keep_count
+from pruners.base import ScoreContext, Selection
 
 
 @dataclass
@@ -94,70 +95,6 @@ class SeqState:
         slot = torch.gather(self.slot, 1, order).masked_fill(pad, -1)
         h0 = None if self.h0 is None else take(self.h0)
         return SeqState(take(self.h), pos, valid, slot, self.keys, self.n_visual, h0, self.by_slot)
-
-
-class ScoreContext:
-    """What a pruner sees at a pruning step before decoder layer ``layer``."""
-
-    def __init__(self, engine: Engine, state: SeqState, layer: int, qk, source: int, *, projects: bool = False,
-                 live: torch.Tensor | None = None, initial: SeqState | None = None):  # fmt: skip
-        self.engine, self.state, self.layer, self.source = engine, state, layer, source
-        # the sequence as it entered layer 0, before any step of this forward (SparseVLM chooses
-        # its raters once, from every visual token's embedding)
-        self.initial = initial if initial is not None else state
-        # (B, n) which positions are still in the sequence; None = all. The relaxed (masked, not
-        # dropped) forward of VisPCO keeps masked tokens in place: they are neither ranked nor attended.
-        self.live = live
-        self._qk_source = qk  # a function giving (q, k), run only if a pruner asks for them
-        self._projects = projects  # whether that runs the q/k projections (extra FLOPs)
-        self._qk = None
-        self.score_flops = [0] * state.h.shape[0]  # per row, what the score rows cost
-
-    def _projections(self):
-        """(B, H, n, e) queries and (B, G, n, e) keys of layer ``source``, RoPE applied."""
-        if self._qk is None:
-            self._qk = self._qk_source()
-            if self._projects:
-                for b, n in enumerate(self.state.valid.sum(1).tolist()):
-                    self.score_flops[b] += self.engine.adapter.qk_flops(n)
-        return self._qk
-
-    @property
-    def keys(self) -> torch.Tensor:
-        """(B, G, n, e) post-RoPE keys of layer ``source`` (ViTCoP's K-norm reads these)."""
-        return self._projections()[1]
-
-    def live_visual(self) -> torch.Tensor:
-        """(B, n): the visual tokens still in play."""
-        return self.state.visual if self.live is None else self.state.visual & self.live
-
-    def visual_positions(self, b: int) -> torch.Tensor:
-        return torch.nonzero(self.live_visual()[b]).squeeze(1)
-
-    def last_positions(self) -> torch.Tensor:
-        """(B, 1): the last position of every row (the token that predicts the answer)."""
-        n = self.state.h.shape[1]
-        return torch.full((self.state.h.shape[0], 1), n - 1, dtype=torch.long, device=self.state.h.device)
-
-    def attention(self, query: torch.Tensor, n_real: list[int] | None = None) -> torch.Tensor:
-        """(B, H, nq, n) attention probabilities of the query positions ``query`` (B, nq) over
-        all keys, as layer ``source`` computes them (its mask, padding masked, fp32 softmax).
-        ``n_real``: per row, how many of the queries are real (the rest pad the batch), for the
-        FLOPs count."""
-        q, k = self._projections()
-        b_, heads, _, e = q.shape
-        qs = torch.gather(q, 2, query[:, None, :, None].expand(b_, heads, query.shape[1], e))
-        k = k.repeat_interleave(heads // k.shape[1], dim=1)
-        logits = torch.matmul(qs, k.transpose(-1, -2)).float() * self.engine.adapter.scaling(self.source)
-        allowed = self.engine.adapter.allowed(self.source, self.state, query)
-        if self.live is not None:
-            allowed = allowed & self.live[:, None, :]
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
-        lengths = self.state.valid.sum(1).tolist()
-        for b in range(b_):  # what the rows cost for this sample alone (its unpadded length)
-            nq = n_real[b] if n_real is not None else query.shape[1]
-            self.score_flops[b] += 2 * heads * nq * lengths[b] * e
-        return logits.softmax(-1)
 
 
 @dataclass
@@ -265,8 +202,6 @@ class Engine:
         "step" (each kept token gets its index in the sequence before the step; before layer 0,
         as "repack"). Returns the new
         state and each row's live visual count. The whole batch at once: one device sync, for the check."""
-        from pruners.base import Selection
-
         state = ctx.state
         if not any(want):  # every visual token goes: nothing to rank, nothing to pay for scoring
             sel = Selection(torch.zeros_like(state.valid))

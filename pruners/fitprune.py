@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
     import torch
 
-    from paretobench.engine import Engine, ScoreContext, SeqState
+    from paretobench.engine import Engine, SeqState
+    from pruners.base import ScoreContext
     from paretobench.flops import DecoderShape
     from paretobench.schedule import PruningSchedule
 
@@ -140,7 +141,7 @@ class FitPrune(Pruner):
         tokens it dropped after each layer."""
         import torch
 
-        from paretobench.engine import ScoreContext
+        from pruners.base import ScoreContext
 
         a = engine.adapter
         live = [[n] for st in states for n in st.visual_counts()]

@@ -8,7 +8,7 @@ from engine_checks import TEST_DEVICE
 from paretobench.adapters import adapter_for
 from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
-from paretobench.relaxed import Relaxation, relaxed_prefill, soft_threshold
+from searchers.vispco.relaxed import Relaxation, relaxed_prefill, soft_threshold
 from paretobench.schedule import PruningSchedule
 from pruners.base import Pruner
 from pruners.fastv import FastV

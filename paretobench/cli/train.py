@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub, name):
-    from paretobench.training import TrainingConfig
+    from paretobench.training.config import TrainingConfig
 
     p = sub.add_parser(name, help="train an embedded model from random init on synth8's train split",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -41,7 +41,7 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.training import TrainingConfig
+    from paretobench.training.config import TrainingConfig
     from paretobench.training.train import resume, train_embedded
 
     log = (lambda m: None) if args.json else print

@@ -3,7 +3,7 @@
 Each step draws a batch of training questions (resampled so that their visual token counts are
 uniform, appendix C.1.1) and one budget per question, uniform over that question's own range
 (``budget_floors``); the predictor gives each question a keep curve for its budget; the relaxed
-pruned forward (``paretobench.relaxed``) runs the frozen VLM with those curves, and the loss is
+pruned forward (``searchers.vispco.relaxed``) runs the frozen VLM with those curves, and the loss is
 
     KL(student || teacher)  on the answer's first token  +  the augmented-Lagrangian term,
 
@@ -29,7 +29,7 @@ import torch
 from paretobench.adapters import adapter_for, token_counts
 from paretobench.engine import Engine, SeqState
 from paretobench.flops import DecoderShape
-from paretobench.relaxed import Relaxation, relaxed_prefill
+from searchers.vispco.relaxed import Relaxation, relaxed_prefill
 from paretobench.schedule import PruningSchedule, keep_count
 from searchers.vispco import DEFAULT_KERNEL
 from searchers.vispco.kernels import kernel
@@ -50,7 +50,7 @@ class TrainConfig:
     eps: float = 0.01
     sigma: float | None = None  # None: 10 * Nv / 576
     temperature: float = 0.1
-    standardise: bool = False  # rank on per-row standardised scores (see paretobench.relaxed)
+    standardise: bool = False  # rank on per-row standardised scores (see searchers.vispco.relaxed)
     clip: float = 1.0  # gradient norm clipping of the predictor's update (0: none)
     inner: int = 20  # steps per outer iteration of Algorithm 1
     budget_lo: float | None = None  # None: each question's own text-only floor + 0.02
