@@ -18,6 +18,15 @@ the seed on a fixed thread count.
 """
 
 from paretobench.training.config import TrainingConfig
-from paretobench.training.train import ARCHS, resume, train_embedded
 
 __all__ = ["ARCHS", "TrainingConfig", "resume", "train_embedded"]
+
+
+def __getattr__(name: str):
+    """The training driver's names, imported on first use: the command line reads
+    ``TrainingConfig`` without torch."""
+    if name in ("ARCHS", "resume", "train_embedded"):
+        from paretobench.training import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
