@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from paretobench.evaluate import evaluate
+    from paretobench.measure import evaluate
     from paretobench.evaluator import Evaluator, Workload
     from paretobench.registry import SEARCHERS
 

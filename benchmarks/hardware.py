@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from paretobench.cli.export import run_pick
     from paretobench.data.datasets import load_dataset
     from paretobench.engine import Engine
-    from paretobench.evaluate import evaluate
+    from paretobench.measure import evaluate
     from paretobench.models.loading import device_name, load_model, synchronizer
     from paretobench.schedule import PruningSchedule
     from pruners.fastv import FastV

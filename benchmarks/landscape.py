@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from paretobench.registry import DEFAULT_MODEL
-from paretobench.report import WINDOW
+from paretobench.tables import WINDOW
 
 
 def budget_schedules(shape, n_text: int, n_visual: int, budget: float, limit: int):
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     from paretobench import presets
     from paretobench.adapters import adapter_for, text_token_counts
     from paretobench.data.datasets import load_dataset
-    from paretobench.evaluate import evaluate_many
+    from paretobench.measure import evaluate_many
     from paretobench.flops import DecoderShape
     from paretobench.models.loading import load_model
     from paretobench.registry import PRUNERS

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from paretobench.report import WINDOW
+from paretobench.tables import WINDOW
 
 
 def stored_schedules(results: Path, pruner: str, budget: float):
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from paretobench.data.datasets import load_dataset
-    from paretobench.evaluate import evaluate_many
+    from paretobench.measure import evaluate_many
     from paretobench.models.loading import load_model
     from paretobench.registry import PRUNERS
     from paretobench.schedule import PruningSchedule

@@ -172,7 +172,7 @@ def write_task(data: str, out: str | Path, *, name: str | None = None, limit: in
     tasks, and from the data folder's name (lmms-eval reads ``--tasks X`` as a folder of task files
     when the working directory holds a folder ``X``)."""
     from paretobench.data.datasets import load_dataset
-    from paretobench.evaluate import default_max_new_tokens
+    from paretobench.measure import default_max_new_tokens
 
     dataset = load_dataset(data, limit=limit)
     name = name or f"paretobench_{_metric_name(dataset.name)}"

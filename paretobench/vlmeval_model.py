@@ -100,7 +100,7 @@ class PrunedModel:
         """Greedy answers to ``(prompt, image, key)`` items, ``batch_size`` at a time. ``image``:
         a file path, encoded bytes or a PIL image; ``key``: the question's identity (the row's
         index in ``paretobench eval``), which seeds per-sample randomness (the ``random`` pruner)."""
-        from paretobench.evaluate import evaluate
+        from paretobench.measure import evaluate
 
         samples = [_as_sample(prompt, image, str(key)) for prompt, image, key in items]
         result = evaluate(self.loaded.model, self.loaded.processor, samples, schedule=self.schedule,

@@ -59,7 +59,7 @@ def paretobench_eval(main, capsys, data: Path, cfg: dict) -> dict:
 
 def reference_predictions(cfg: dict, samples) -> list[str]:
     """The answers of paretobench's batched evaluation under the export's settings."""
-    from paretobench.evaluate import evaluate
+    from paretobench.measure import evaluate
     from paretobench.vlmeval_model import PrunedModel
 
     pruned = PrunedModel(cfg, device="cpu")

@@ -6,7 +6,7 @@ import torch
 
 from engine_checks import TEST_DEVICE
 from paretobench.data.datasets import load_dataset
-from paretobench.evaluate import evaluate, evaluate_many
+from paretobench.measure import evaluate, evaluate_many
 from paretobench.training.card import grey_image, select_focus, select_random
 from paretobench.models.loading import load_model, resolve_model_dir
 

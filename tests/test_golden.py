@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from paretobench.data.datasets import load_dataset
-from paretobench.evaluate import evaluate_many
+from paretobench.measure import evaluate_many
 from paretobench.models.loading import load_model
 from paretobench.pareto import distances, points
 from paretobench.registry import PRUNERS, build_pruner

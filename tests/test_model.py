@@ -8,7 +8,7 @@ import torch
 from paretobench.data.datasets import load_dataset
 from paretobench.adapters import adapter_for, chat_prompts
 from paretobench.engine import Engine
-from paretobench.evaluate import evaluate
+from paretobench.measure import evaluate
 from paretobench.flops import DecoderShape, prefill_flops
 from paretobench.models.loading import ModelError, load_model
 
@@ -95,7 +95,7 @@ def test_wrong_model_folder_is_a_clear_error(tmp_path):
 
 
 def test_evaluate_many_equals_one_at_a_time(tiny, samples):
-    from paretobench.evaluate import evaluate_many
+    from paretobench.measure import evaluate_many
     from paretobench.schedule import PruningSchedule
     from pruners.baselines import Random
     from pruners.fastv import FastV

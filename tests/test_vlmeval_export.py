@@ -9,7 +9,7 @@ import pytest
 
 from paretobench.cli import main
 from paretobench.data.datasets import load_dataset
-from paretobench.evaluate import evaluate
+from paretobench.measure import evaluate
 from paretobench.registry import PRUNERS
 from paretobench.schedule import PruningSchedule
 from paretobench.vlmeval_model import PrunedModel, read_export

@@ -193,7 +193,7 @@ def evaluate_to_dict(loaded, dataset, *, batch_size=32, threads=0, progress=Fals
                      **kw) -> dict:  # fmt: skip
     import torch
 
-    from paretobench.evaluate import evaluate
+    from paretobench.measure import evaluate
 
     if threads:
         torch.set_num_threads(threads)

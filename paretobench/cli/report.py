@@ -10,7 +10,7 @@ EXAMPLES = """examples:
   paretobench report table2 --results results/search --out results/
   paretobench report all --results results/search --out results/
   paretobench report table3 --results results/search results/search-qwen --out results/
-reports (see paretobench.report): table1 (sampled vs VisPCO per pruner and budget), table2 (searchers vs the
+reports (see paretobench.tables): table1 (sampled vs VisPCO per pruner and budget), table2 (searchers vs the
 grid frontier), table3 (models at 50%: sampled vs VisPCO, one results folder per model), table4 (TTFT, throughput and accuracy from benchmarks/hardware.py's JSON files in --out),
 table5 (VisPCO kernels at 50%), gap (relaxed vs realised per budget), fig3 (empirical vs
 predicted frontier), fig6 (keep curves per kernel), fig7 (keep curves per budget). No model is loaded.
@@ -29,7 +29,7 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.report import REPORTS, build
+    from paretobench.tables import REPORTS, build
 
     from pathlib import Path
 

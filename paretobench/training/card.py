@@ -133,7 +133,7 @@ def patch_readability(model, samples, *, steps: int = 300, processor=None) -> di
 
 def run_probes(model_dir: str | Path, *, n: int = 250, seeds=(0, 1), progress: bool = False) -> dict:
     from paretobench.data.datasets import load_dataset, synth8, synth8_native
-    from paretobench.evaluate import evaluate
+    from paretobench.measure import evaluate
     from paretobench.models.loading import load_model
 
     loaded = load_model(str(model_dir))

@@ -1,4 +1,4 @@
-"""Evaluate a VLM on VLMEvalKit-format samples: greedy answers, exact-match scoring, FLOPs.
+"""Measure a VLM on VLMEvalKit-format samples: greedy answers, exact-match scoring, FLOPs, time.
 
 Everything runs through the pruned-inference engine (``paretobench.engine``): unpruned by
 default, or under a schedule with a pruner choosing the tokens. ``select`` is a separate hook

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from paretobench.cli import main
-from paretobench.report import REPORTS, build
+from paretobench.tables import REPORTS, build
 from paretobench.schedule import PruningSchedule
 
 
