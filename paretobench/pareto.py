@@ -58,8 +58,10 @@ def best_under(F: np.ndarray, budget: float) -> float | None:
 
 def hausdorff(A: np.ndarray, B: np.ndarray) -> float:
     """The larger of the two directed Hausdorff distances between point sets (Euclidean)."""
-    d = np.linalg.norm(np.asarray(A, float)[:, None, :] - np.asarray(B, float)[None, :, :], axis=-1)
-    return float(max(d.min(axis=1).max(), d.min(axis=0).max()))
+    from scipy.spatial.distance import directed_hausdorff
+
+    A, B = np.asarray(A, float), np.asarray(B, float)
+    return float(max(directed_hausdorff(A, B)[0], directed_hausdorff(B, A)[0]))
 
 
 def distances(F: np.ndarray, ref: np.ndarray, *, budgets=(), ref_point=DEFAULT_REF_POINT) -> dict:

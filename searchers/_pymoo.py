@@ -1,7 +1,8 @@
 """``pymoo``: a pymoo multi-objective algorithm driven through its ask/tell interface; SMS-EMOA
 (hypervolume-based selection) by default, or NSGA-II / AGE-MOEA.
 
-Decision variables: one value in [0, 1] per layer, kept in non-increasing order (``monotone``).
+Decision variables: one value in [0, 1] per layer, kept in non-increasing order by a pymoo
+``Repair`` (``Monotone``), so the population holds the schedules it is told the fitness of.
 Objectives handed to pymoo: (FLOPs fraction, 1 - accuracy), both minimised.
 """
 
@@ -18,8 +19,21 @@ ALGORITHMS = {
 }
 
 
+def _monotone_repair():
+    from pymoo.core.repair import Repair
+
+    class Monotone(Repair):
+        """Every individual sorted into a non-increasing schedule in [0, 1] (what ``monotone`` makes)."""
+
+        def _do(self, problem, X, **kwargs):
+            return -np.sort(-np.clip(X, 0.0, 1.0), axis=1)
+
+    return Monotone()
+
+
 class Pymoo(Searcher):
     name = "pymoo"
+    version = 2  # 1: the population kept unsorted values (told the fitness of their sorted schedules)
 
     def __init__(self, space, *, algorithm: str = "smsemoa", population: int = 16, **kw):
         super().__init__(space, **kw)
@@ -34,12 +48,14 @@ class Pymoo(Searcher):
         module, _, cls = ALGORITHMS[algorithm].partition(":")
         self.algorithm_name, self.population = algorithm, population
         self.problem = Problem(n_var=space.layers, n_obj=2, xl=0.0, xu=1.0)
-        self.algorithm = getattr(importlib.import_module(module), cls)(pop_size=population)
+        algorithm_cls = getattr(importlib.import_module(module), cls)
+        self.algorithm = algorithm_cls(pop_size=population, repair=_monotone_repair())
         self.algorithm.setup(self.problem, termination=("n_eval", self.n), seed=self.seed, verbose=False)
         self._pop = None
 
     def params(self):
         return {"algorithm": self.algorithm_name, "population": self.population}
+
 
     def ask(self):
         if self.asked >= self.n:

@@ -44,6 +44,9 @@ class Searcher:
     """
 
     name: str = ""
+    # bumped whenever what this searcher proposes changes; a version other than 1 is part of the
+    # run's name (``identity``), so a changed algorithm makes another run, never a replay mismatch
+    version: int = 1
     # a searcher that learns from the model itself (VisPCO) gets it through ``prepare``
     needs_model: bool = False
 
@@ -125,8 +128,8 @@ class Searcher:
     def identity(self) -> dict:
         """Settings resolved from the searcher's defaults that determine its results, for the
         run's name (so a changed default is another run); black-box searchers name theirs by
-        the command line alone."""
-        return {}
+        the command line alone, and their algorithm's version where it is not 1."""
+        return {} if self.version == 1 else {"version": self.version}
 
     def _take(self, schedules: list[PruningSchedule]) -> list[PruningSchedule]:
         """At most what is left of the ``n`` evaluations; counts them as asked."""

@@ -56,11 +56,8 @@ def chat_prompts(processor, samples: list[Sample]) -> list[str]:
 
 
 def left_pad(rows: list[torch.Tensor], value) -> torch.Tensor:
-    length = max(r.shape[0] for r in rows)
-    out = rows[0].new_full((len(rows), length, *rows[0].shape[1:]), value)
-    for i, r in enumerate(rows):
-        out[i, length - r.shape[0] :] = r
-    return out
+    """(B, n, ...) the rows (n_b, ...) padded on the left to the longest with ``value``."""
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value, padding_side="left")
 
 
 def _pad_positions(rows: list[torch.Tensor]) -> torch.Tensor:
