@@ -67,9 +67,9 @@ def test_kernel_table_gap_and_figures(results, tmp_path):
     for r in gap:
         assert float(r["realised_flops"]) <= float(r["budget"]) + 0.01
         assert float(r["flops_gap"]) == pytest.approx(float(r["realised_flops"]) - float(r["relaxed_flops"]))
-    for name in ("fig3", "fig6", "fig7"):
+    for name in ("fig2", "fig3", "fig6", "fig7"):
         build(name, results, tmp_path)
-    for png in ("fig3-fastv.png", "fig6.png", "fig7.png"):
+    for png in ("fig2-fastv.png", "fig3-fastv.png", "fig6.png", "fig7.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     curves = _rows(tmp_path / "fig6.csv")
@@ -153,3 +153,14 @@ def test_readability_benchmark_probes_the_reading_families(tiny_model_dir, synth
     assert all(0 <= a <= 1 for r in read.values() for a in r.values())
     with pytest.raises(SystemExit):
         mod.main([str(tiny_model_dir), "--data", str(synth_dir), "--families", "nosuch"])
+
+
+def test_frontier_plots_every_run_over_the_reference_in_one_figure(results, tmp_path):
+    runs = sorted(p for p in results.iterdir() if (p / "config.json").is_file())
+    grid = next(p for p in runs if p.name.startswith("grid-"))
+    others = [str(p) for p in runs if p != grid]
+    plot = tmp_path / "frontiers.png"
+    assert main(["frontier", *others, "--vs", str(grid), "--plot", str(plot), "--bootstrap", "0", "--json"]) == 0
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert main(["frontier", others[0], "--plot", str(plot)]) == 2  # a plot needs a reference

@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   paretobench frontier runs/random-fastv-1a2b3c4d
   paretobench frontier runs/random-fastv-1a2b3c4d --vs runs/grid-fastv-5e6f7a8b --json
   paretobench frontier runs/compare/*-fastv-* --vs runs/compare/grid-fastv-5e6f7a8b   # a table, one row per run
+  paretobench frontier runs/compare/*-fastv-* --vs runs/compare/grid-fastv-5e6f7a8b --plot frontiers.png
 metrics (objectives: FLOPs fraction and 1 - accuracy, both minimised, no further scaling):
   igd, igd_plus   mean distance from the reference frontier's points to the run's frontier
   hv_ratio        hypervolume of the run's frontier / the reference's (reference point --ref-point)
@@ -27,6 +28,8 @@ def add_parser(sub, name):
     p.add_argument("--ref-point", nargs=2, type=float, default=None, metavar=("FLOPS", "ERROR"),
                    help="hypervolume reference point (default 1 1: unpruned cost, zero accuracy)")  # fmt: skip
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for 95%% intervals (0: none)")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="with --vs: draw every run's frontier over the reference's in one figure (PNG)")
     add_json(p)
     p.set_defaults(run=run)
 
@@ -35,16 +38,21 @@ def run(args) -> int:
     from paretobench.runs import compare, describe, load_run
 
     if args.vs is None:
-        if len(args.folders) > 1:
-            raise ValueError("several runs are compared to a reference: give --vs REF_RUN")
+        if len(args.folders) > 1 or args.plot:
+            raise ValueError("several runs, or a plot, are compared to a reference: give --vs REF_RUN")
         result = describe(load_run(args.folders[0]))
         lines = [f"{result['run']}: {result['evaluations']} evaluations, frontier of {len(result['frontier'])}:"]
         lines += [f"  {p['flops_fraction']:.3f} FLOPs  {p['accuracy']:.4f}" for p in result["frontier"]]
         emit(result, args.json, "\n".join(lines))
         return 0
     ref = load_run(args.vs)
-    results = [compare(load_run(f), ref, budgets=args.budgets, ref_point=args.ref_point, bootstrap=args.bootstrap)
-               for f in args.folders]  # fmt: skip
+    runs = [load_run(f) for f in args.folders]
+    results = [compare(r, ref, budgets=args.budgets, ref_point=args.ref_point, bootstrap=args.bootstrap) for r in runs]
+    if args.plot:
+        from paretobench.plots import comparison_plot
+
+        comparison_plot([(r.name, r.F) for r in runs], (ref.name, ref.F), args.plot,
+                        title=f"frontiers against {ref.name}")  # fmt: skip
     if len(results) > 1:
         emit({"ref": ref.name, "runs": results}, args.json, _table(results))
         return 0
@@ -68,7 +76,7 @@ def run(args) -> int:
 
 def _table(results: list[dict]) -> str:
     """One row per run: the metrics, 95% intervals in brackets where computed."""
-    budgets = list(results[0]["gap"])
+    budgets = list(dict.fromkeys(b for r in results for b in r["gap"]))  # runs may target different budgets
     head = ["run", "points", "igd", "igd_plus", "hv_ratio", "hausdorff", *(f"gap@{b}" for b in budgets)]
     lines = [f"vs {results[0]['ref']} ({results[0]['ref_points']} frontier points)", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]  # fmt: skip
@@ -82,6 +90,6 @@ def _table(results: list[dict]) -> str:
             return f"{value:.4f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
 
         row = [r["run"], str(r["points"]), *(cell(k, r[k]) for k in ("igd", "igd_plus", "hv_ratio", "hausdorff")),
-               *(cell(f"gap@{b}", r["gap"][b]) for b in budgets)]  # fmt: skip
+               *(cell(f"gap@{b}", r["gap"].get(b)) for b in budgets)]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
