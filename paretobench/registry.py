@@ -1,7 +1,14 @@
 """Name registries for models, datasets, pruners and searchers.
 
-Entries are lazy ``"module:attribute"`` strings, imported on first use, so ``import
-paretobench`` stays free of torch. An unknown name is an error that suggests the closest ones.
+Each entry is registered where it is defined: a pruner or searcher class by the decorator
+``@PRUNERS.register("name", doc=...)`` above it, a model or dataset by a lazy ``"module:attribute"``
+string in its package (``paretobench/models/__init__.py``, ``paretobench/data/__init__.py``). A
+registry imports its packages (``discover``) the first time it is asked for a name, and the
+modules that other installed packages name under the entry-point group ``paretobench.<kind>s``
+(``[project.entry-points."paretobench.pruners"]`` in their pyproject), so a pruner, searcher,
+model or dataset of one's own slots in without editing paretobench. ``import paretobench`` stays
+free of torch: nothing is discovered until a name is used. An unknown name is an error that
+suggests the closest ones; an entry that is not of the registry's base class is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +24,22 @@ class RegistryError(KeyError):
         return str(self.args[0])
 
 
+def _resolve(target: str):
+    module, _, attr = target.partition(":")
+    value = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        value = getattr(value, part)
+    return value
+
+
 class Registry:
-    def __init__(self, kind: str):
-        self.kind = kind
+    """``kind``: what it holds (for messages and the entry-point group); ``discover``: the
+    packages whose import registers the built-in entries; ``base``: ``"module:Class"`` every class
+    entry must subclass."""
+
+    def __init__(self, kind: str, *, discover: tuple[str, ...] = (), base: str | None = None):
+        self.kind, self.base = kind, base
+        self._discover, self._discovered = tuple(discover), not discover
         self._entries: dict[str, str | Any] = {}
         self._docs: dict[str, str] = {}
 
@@ -30,7 +50,7 @@ class Registry:
             if name in self._entries:
                 raise RegistryError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = obj
-            self._docs[name] = doc
+            self._docs[name] = doc or (inspect.getdoc(obj) or "").split("\n")[0] if not isinstance(obj, str) else doc
             return obj
 
         if target is None:
@@ -38,7 +58,20 @@ class Registry:
         add(target)
         return None
 
+    def _load(self) -> None:
+        """Import the packages that register the built-in entries, then other packages' entry points."""
+        if self._discovered:
+            return
+        self._discovered = True
+        for module in self._discover:
+            importlib.import_module(module)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=f"paretobench.{self.kind}s"):
+            ep.load()  # importing it registers its entries
+
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def doc(self, name: str) -> str:
@@ -46,9 +79,11 @@ class Registry:
         return self._docs[name]
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._entries
 
     def _check(self, name: str) -> None:
+        self._load()
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -56,15 +91,15 @@ class Registry:
             raise RegistryError(f"unknown {self.kind} {name!r}{hint}{known}")
 
     def get(self, name: str) -> Any:
-        """The registered object, importing it if it was registered by path."""
+        """The registered object, importing it if it was registered by path (and checked against
+        the registry's base class)."""
         self._check(name)
         obj = self._entries[name]
         if isinstance(obj, str):
-            module, _, attr = obj.partition(":")
-            value = importlib.import_module(module)
-            for part in attr.split(".") if attr else ():
-                value = getattr(value, part)
-            self._entries[name] = obj = value
+            self._entries[name] = obj = _resolve(obj)
+        if self.base is not None and isinstance(obj, type) and not issubclass(obj, _resolve(self.base)):
+            raise RegistryError(f"{self.kind} {name!r} is registered as {obj.__qualname__}, which is not a "
+                                f"{self.base.partition(':')[2]}")  # fmt: skip
         return obj
 
 
@@ -97,11 +132,7 @@ def build_pruner(name: str, params: dict | None = None):
     """The registered pruner ``name`` built with ``params`` (its constructor's keyword arguments,
     as values or command-line strings). An unknown parameter is an error that lists the valid
     ones and suggests the closest; an object that is not a ``Pruner`` is refused."""
-    cls = PRUNERS.get(name)
-    from pruners.base import Pruner
-
-    if not (isinstance(cls, type) and issubclass(cls, Pruner)):
-        raise RegistryError(f"pruner {name!r} is registered as {cls!r}, which is not a Pruner class")
+    cls = PRUNERS.get(name)  # checked to be a Pruner
     signature = inspect.signature(cls.__init__)
     accepted = {k: p.default for k, p in signature.parameters.items() if k != "self" and p.kind == p.KEYWORD_ONLY
                 or k != "self" and p.kind == p.POSITIONAL_OR_KEYWORD}  # fmt: skip
@@ -115,58 +146,10 @@ def build_pruner(name: str, params: dict | None = None):
     return cls(**{k: _convert(v, accepted[k], f"{name} {k}") for k, v in params.items()})
 
 
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-PRUNERS = Registry("pruner")
-SEARCHERS = Registry("searcher")
+MODELS = Registry("model", discover=("paretobench.models",))
+DATASETS = Registry("dataset", discover=("paretobench.data",))
+PRUNERS = Registry("pruner", discover=("pruners",), base="pruners.base:Pruner")
+SEARCHERS = Registry("searcher", discover=("searchers",), base="searchers.base:Searcher")
 
 # the model every command uses when none is named; results/ is measured on it
 DEFAULT_MODEL = "tiny-llava"
-
-MODELS.register(
-    "tiny-llava",
-    "paretobench.models.tiny_llava:embedded_dir",
-    doc="embedded LLaVA (CLIP tower + 8-layer Llama, 144 visual tokens), trained on synth8",
-)
-MODELS.register(
-    "tiny-qwen2.5-vl",
-    "paretobench.models.tiny_qwen:embedded_dir",
-    doc="embedded Qwen2.5-VL (windowed ViT + 2x2 merger, 8-layer Qwen2 decoder, 16-256 visual tokens by image "
-    "size), trained on synth8-native",
-)
-DATASETS.register(
-    "synth8",
-    "paretobench.data.datasets:synth8",
-    doc="synthetic 8-family VQA benchmark (test split, 250 per family, seed 0), generated on first use",
-)
-DATASETS.register(
-    "synth8-train",
-    "paretobench.data.datasets:synth8_train",
-    doc="synth8's train split (128 per family, seed 0; questions apart from the test split), for VisPCO",
-)
-DATASETS.register(
-    "synth8-native",
-    "paretobench.data.datasets:synth8_native",
-    doc="synth8's questions with every image at its own size, 64-256 pixels a side (for native-resolution models)",
-)
-DATASETS.register(
-    "synth8-native-train",
-    "paretobench.data.datasets:synth8_native_train",
-    doc="synth8-native's train split (128 per family, seed 0), for VisPCO",
-)
-PRUNERS.register("fastv", "pruners.fastv:FastV", doc="last position's head-mean attention, layer before the step")
-PRUNERS.register("random", "pruners.baselines:Random", doc="uniformly random tokens, seeded per sample and layer")
-PRUNERS.register("spatial", "pruners.baselines:Spatial", doc="evenly spaced tokens over the image (coverage)")
-PRUNERS.register("pyramiddrop", "pruners.pyramiddrop:PyramidDrop", doc="staged drops, last-token attention at the layer")
-PRUNERS.register("sparsevlm", "pruners.sparsevlm:SparseVLM",
-                 doc="text raters' attention; the best dropped tokens recycled as cluster tokens")
-PRUNERS.register("fitprune", "pruners.fitprune:FitPrune", doc="text x visual attention received; recipe fitted to a budget")
-PRUNERS.register("vitcop", "pruners.vitcop:ViTCoP",
-                 doc="vision-stage CLS attention and VIC clusters, then K-norm per cluster with merging, a deep top-k")
-SEARCHERS.register("grid", "searchers:Grid", doc="the paper's per-layer sampling (C.1.3), or a single-step lattice")
-SEARCHERS.register("random", "searchers:Random", doc="Random-N: n random schedules meeting the budgets")
-SEARCHERS.register("nsga2", "searchers:NSGA2", doc="Optuna NSGA-II on (FLOPs, accuracy)")
-SEARCHERS.register("pymoo", "searchers:Pymoo", doc="pymoo SMS-EMOA (or NSGA-II, AGE-MOEA) on (FLOPs, error)")
-SEARCHERS.register("gsearch", "searchers:GSearch", doc="greedy per-layer minimum, then a sigmoid curve tuned by BO")
-SEARCHERS.register("preset", "searchers:Preset", doc="the pruner's default, vtw-K for every K, aim")
-SEARCHERS.register("vispco", "searchers:VisPCO", doc="VisPCO: a ratio predictor trained by gradient through a relaxed forward")

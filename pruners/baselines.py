@@ -4,9 +4,11 @@ pruner's margin over these two is what says whether its signal is worth anything
 
 from __future__ import annotations
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner
 
 
+@PRUNERS.register("random", doc="uniformly random tokens, seeded per sample and layer")
 class Random(Pruner):
     name = "random"
     score_rows = "none"
@@ -32,6 +34,7 @@ class Random(Pruner):
         return {"seed": self.seed}
 
 
+@PRUNERS.register("spatial", doc="evenly spaced tokens over the image (coverage)")
 class Spatial(Pruner):
     """Keep tokens evenly spaced along the live visual tokens in image (raster) order."""
 

@@ -6,9 +6,11 @@ before the pruning step (FastV's "layer K-1"). Published default: K = 2, keep 50
 
 from __future__ import annotations
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner
 
 
+@PRUNERS.register("fastv", doc="last position's head-mean attention, layer before the step")
 class FastV(Pruner):
     name = "fastv"
     score_rows = "last"

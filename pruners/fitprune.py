@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner
 
 if TYPE_CHECKING:
@@ -50,9 +51,9 @@ if TYPE_CHECKING:
     import torch
 
     from paretobench.engine import Engine, SeqState
-    from pruners.base import ScoreContext
     from paretobench.flops import DecoderShape
     from paretobench.schedule import PruningSchedule
+    from pruners.base import ScoreContext
 
 DEFAULT_BUDGET = 0.5
 TOLERANCE_GAP = 0.01  # the official bisection stops once alpha's interval is this wide
@@ -99,6 +100,7 @@ def official_cost(shape: DecoderShape, counts: list[int]) -> int:
     return sum(3 * v * d * d + 2 * v * v * d + w * d * d + 3 * w * d * f for v, w in zip(counts, counts[1:]))
 
 
+@PRUNERS.register("fitprune", doc="text x visual attention received; recipe fitted to a budget")
 class FitPrune(Pruner):
     name = "fitprune"
     version = 2

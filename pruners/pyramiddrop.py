@@ -12,9 +12,11 @@ keeps the original ids). Published default (LLaVA-1.5, 32 layers): stages at lay
 
 from __future__ import annotations
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner
 
 
+@PRUNERS.register("pyramiddrop", doc="staged drops, last-token attention at the layer")
 class PyramidDrop(Pruner):
     name = "pyramiddrop"
     score_rows = "last"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner, Selection
 
 PUBLISHED_LAYERS, PUBLISHED_DEPTH = (2, 6, 15), 32  # the layers whose OUTPUT is pruned
@@ -67,6 +68,7 @@ def density_peak_centres(x, n_centres: int):
     return centres, assign
 
 
+@PRUNERS.register("sparsevlm", doc="text raters' attention; the best dropped tokens recycled as cluster tokens")
 class SparseVLM(Pruner):
     name = "sparsevlm"
     version = 2  # 1: raters per step, recycled tokens in place of kept ones, unscaled 5-NN clustering

@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from paretobench.registry import PRUNERS
 from pruners.base import Pruner, Selection
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ def shallow_step(labels: torch.Tensor, norm: torch.Tensor, k: int) -> tuple[torc
     return torch.cat(kept).sort().values, groups
 
 
+@PRUNERS.register("vitcop",
+                  doc="vision-stage CLS attention and VIC clusters, then K-norm per cluster, a deep top-k")
 class ViTCoP(Pruner):
     name = "vitcop"
     version = 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from paretobench.registry import SEARCHERS
 from paretobench.schedule import PruningSchedule
 from searchers.base import Searcher, monotone
 
@@ -18,6 +19,7 @@ VALUES = tuple(round(0.01 + 0.05 * i, 2) for i in range(20)) + (0.99,)  # 0.01, 
 KINDS = ("sampled", "lattice")
 
 
+@SEARCHERS.register("grid", doc="the paper's per-layer sampling (C.1.3), or a single-step lattice")
 class Grid(Searcher):
     name = "grid"
 

@@ -17,12 +17,14 @@ import math
 
 import numpy as np
 
+from paretobench.registry import SEARCHERS
 from paretobench.schedule import PruningSchedule
 from searchers.base import Searcher
 
 LEVELS = (0.0, 0.1, 0.25, 0.5, 0.75)
 
 
+@SEARCHERS.register("gsearch", doc="greedy per-layer minimum, then a sigmoid curve tuned by BO")
 class GSearch(Searcher):
     name = "gsearch"
 

@@ -7,9 +7,11 @@ resumed run replays the (seeded, deterministic) study against it.
 
 from __future__ import annotations
 
+from paretobench.registry import SEARCHERS
 from searchers.base import Searcher, monotone
 
 
+@SEARCHERS.register("nsga2", doc="Optuna NSGA-II on (FLOPs, accuracy)")
 class NSGA2(Searcher):
     name = "nsga2"
 

@@ -4,13 +4,14 @@ it has one), the paper's Table 2 baselines ``vtw-K`` for every K and ``aim``. No
 from __future__ import annotations
 
 from paretobench import presets
+from paretobench.registry import SEARCHERS
 from paretobench.schedule import ScheduleError
 from searchers.base import Searcher
-
 
 GROUPS = ("default", "vtw", "aim")
 
 
+@SEARCHERS.register("preset", doc="the pruner's default, vtw-K for every K, aim")
 class Preset(Searcher):
     """``names``: which of them (``--param names=vtw`` alone gives the paper's VTW row)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from paretobench.registry import SEARCHERS
 from searchers.base import Searcher, monotone
 
 ALGORITHMS = {
@@ -31,6 +32,7 @@ def _monotone_repair():
     return Monotone()
 
 
+@SEARCHERS.register("pymoo", doc="pymoo SMS-EMOA (or NSGA-II, AGE-MOEA) on (FLOPs, error)")
 class Pymoo(Searcher):
     name = "pymoo"
     version = 2  # 1: the population kept unsorted values (told the fitness of their sorted schedules)

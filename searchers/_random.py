@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from paretobench.registry import SEARCHERS
 from searchers.base import Searcher
 
 
+@SEARCHERS.register("random", doc="Random-N: n random schedules meeting the budgets")
 class Random(Searcher):
     name = "random"
 

@@ -141,7 +141,9 @@ def test_every_pruners_preset_runs_on_the_shipped_model(shipped, subset):
         for pruner_name, (schedule, pruner), result in zip(names, configs, results):
             # the schedule's counts, and the tokens SparseVLM recycles on top of them
             assert result.live_visual == [live for live, _ in live_counts(schedule, nv, pruner.score_cost())], pruner_name
-            assert len(result.predictions[0]) > 0, pruner_name
+            # answered and scored (an answer may be empty: under ViTCoP's official position numbering the
+            # tiny model sometimes ends its answer at once, docs/methods.md)
+            assert isinstance(result.predictions[0], str) and len(result.correct) == 1, pruner_name
 
 
 def test_a_budget_is_met_by_every_pruner_within_two_points_below(shipped, subset):

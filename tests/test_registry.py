@@ -61,3 +61,24 @@ def test_pruner_parameters_reach_the_constructor_with_their_types_and_clear_erro
         parse_params(["recycle"])
     with pytest.raises(ValueError, match="positions"):  # the pruner's own check of the value
         build_pruner("pyramiddrop", {"positions": "gapped"})
+
+
+def test_another_package_registers_a_pruner_through_an_entry_point(tmp_path):
+    """An installed package that names a module under ``paretobench.pruners`` adds its pruner
+    without editing paretobench (a real distribution on the path, found by importlib.metadata)."""
+    (tmp_path / "myprune.py").write_text(
+        "from paretobench.registry import PRUNERS\nfrom pruners.base import Pruner\n\n"
+        "@PRUNERS.register('mine', doc='the first visual tokens')\nclass Mine(Pruner):\n    name = 'mine'\n\n"
+        "PRUNERS.register('notapruner', 'json:JSONDecoder')\n"
+    )
+    info = tmp_path / "myprune-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myprune\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[paretobench.pruners]\nmine = myprune\n")
+    code = ("from paretobench.registry import PRUNERS, RegistryError, build_pruner\n"
+            "print(PRUNERS.doc('mine'), build_pruner('mine').config())\n"
+            "try:\n    PRUNERS.get('notapruner')\nexcept RegistryError as e:\n    print(e)\n")  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert "the first visual tokens {'name': 'mine', 'version': 1}" in out
+    assert "pruner 'notapruner' is registered as JSONDecoder, which is not a Pruner" in out
