@@ -151,6 +151,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "unreachable_budgets": unreachable,
         "text_only_floor": prefill_flops(shape, [n_text] * shape.layers) / full_flops,
+        "command": "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     if args.json:
         print(json.dumps(out, indent=2))
