@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch-free at import, like the rest of the registry targets' modules
     import torch
 
-    from paretobench.engine import SeqState
     from paretobench.schedule import PruningSchedule
+    from paretobench.sequence import SeqState
 
 
 class ScoreContext:

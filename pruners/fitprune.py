@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 
     import torch
 
-    from paretobench.engine import Engine, SeqState
+    from paretobench.engine import Engine
     from paretobench.flops import DecoderShape
     from paretobench.schedule import PruningSchedule
+    from paretobench.sequence import SeqState
     from pruners.base import ScoreContext
 
 DEFAULT_BUDGET = 0.5

@@ -4,19 +4,20 @@ with its own rotary table; 16 visual tokens per image that attend to each other 
 
 import pytest
 import torch
-
 from engine_checks import (
     TEST_DEVICE,
-    assert_live_counts_follow_schedules,
     assert_batch_equals_alone,
     assert_greedy_matches_generate,
     assert_keep_all_matches_model,
+    assert_live_counts_follow_schedules,
     score_spy,
 )
+
 from paretobench.adapters import Gemma3Adapter, adapter_for
 from paretobench.data.tsv import read_tsv
-from paretobench.engine import Engine, SeqState
+from paretobench.engine import Engine
 from paretobench.schedule import PruningSchedule, keep_count
+from paretobench.sequence import SeqState
 from pruners.baselines import Random
 from pruners.fastv import FastV
 

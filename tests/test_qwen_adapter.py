@@ -309,7 +309,7 @@ def test_vitcop_preset_runs_on_qwen_images_of_different_sizes(samples):
 def test_a_batch_split_into_rows_and_stacked_again_is_the_batch(tiny, samples):
     """``SeqState.rows``/``stack`` (VisPCO's training cache) rebuild ``prepare``'s padded batch
     exactly, whatever order the rows come back in."""
-    from paretobench.engine import SeqState
+    from paretobench.sequence import SeqState
 
     model, processor = tiny
     a, _, state = _state(model, processor, samples, keys=["a", "b", "c"])

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from paretobench.data.tsv import Sample
-from paretobench.engine import SeqState
+from paretobench.sequence import SeqState
 
 # (sample, image features (Nv, D)) -> (features to feed (k, D), the visual-token slots they fill (k,))
 VisualSelect = Callable[[Sample, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

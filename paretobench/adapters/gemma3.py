@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from paretobench.adapters.base import (DecoderAdapter, Encoded, UnsupportedModel, _mask_positions, _received_attention,
-                                       architecture)
+from paretobench.adapters.base import (
+    DecoderAdapter,
+    Encoded,
+    UnsupportedModel,
+    _mask_positions,
+    _received_attention,
+    architecture,
+)
 from paretobench.data.tsv import Sample
-from paretobench.engine import SeqState
+from paretobench.sequence import SeqState
+
 
 @architecture
 class Gemma3Adapter(DecoderAdapter):

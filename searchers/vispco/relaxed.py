@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from paretobench.engine import Engine, SeqState
+from paretobench.engine import Engine
+from paretobench.sequence import SeqState
 from pruners.base import ScoreContext
 
 ATTENTION = "paretobench_soft_mask"

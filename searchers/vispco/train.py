@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from paretobench.adapters import adapter_for, token_counts
-from paretobench.engine import Engine, SeqState
+from paretobench.engine import Engine
+from paretobench.sequence import SeqState
 from paretobench.flops import DecoderShape
 from searchers.vispco.relaxed import Relaxation, relaxed_prefill
 from paretobench.schedule import PruningSchedule, keep_count
