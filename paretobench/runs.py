@@ -1,5 +1,6 @@
 """Reading finished runs back: a run folder's config plus its evaluations from the store (with
-per-sample correctness), and frontier distances between two runs."""
+per-sample correctness), frontier distances between two runs, and the stored runs of a results
+folder as the tables and figures see them (``StoredRun``, ``stored_runs``, ``reference``)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,112 @@ def describe(run: Run) -> dict:
     return {"run": run.name, "evaluations": len(run.evaluations), "frontier": [
         {"flops_fraction": float(f), "accuracy": float(1 - e)} for f, e in front],
         "hv": pareto.distances(F, F)["hv"]}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- a results folder's runs
+
+
+@dataclass
+class StoredRun:
+    run: object  # paretobench.runs.Run
+    summary: dict
+
+    @property
+    def config(self) -> dict:
+        return self.run.config
+
+    @property
+    def searcher(self) -> str:
+        return self.config["searcher"]
+
+    @property
+    def pruner(self) -> str:
+        """The pruner's name, with its parameters where the run gave any (``sparsevlm[recycle=0]``):
+        runs of one pruner with other parameters are other methods to compare."""
+        params = self.config.get("pruner_params") or {}
+        inner = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+        return self.config["pruner"] + (f"[{inner}]" if inner else "")
+
+    @property
+    def kernel(self) -> str | None:
+        return self.config.get("searcher_params", {}).get("kernel")
+
+    @property
+    def label(self) -> str:
+        """How tables name the run: the searcher and what tells its runs apart (Random-N's N,
+        VisPCO's kernel and preset, the preset searcher's schedules)."""
+        params = self.config.get("searcher_params", {})
+        if self.searcher == "random":
+            return f"random-{self.config['n']}"
+        if self.searcher == "preset":
+            return "preset (" + ", ".join(params.get("names", ["default", "vtw", "aim"])) + ")"
+        if self.searcher == "vispco":
+            preset = params.get("preset")
+            return f"vispco ({preset}: {self.kernel})" if preset else f"vispco ({self.kernel})"
+        return self.searcher + (f" ({self.kernel})" if self.kernel else "")
+
+    @property
+    def proposals(self) -> list[dict]:
+        return (self.summary.get("searcher_report") or {}).get("proposals", [])
+
+
+def stored_runs(folder: str | Path) -> list[StoredRun]:
+    """Every finished run of a results folder, in name order."""
+    from paretobench.runs import load_run
+
+    folder = Path(folder)
+    out = []
+    for cfg in sorted(folder.glob("*/config.json")):
+        summary = cfg.parent / "summary.json"
+        if summary.is_file():
+            out.append(StoredRun(load_run(cfg.parent), json.loads(summary.read_text())))
+    if not out:
+        raise ValueError(f"{folder}: no finished runs (write some with `paretobench run --out {folder}`)")
+    return out
+
+
+def reference(runs: list[StoredRun], pruner: str, *, data_key: str | None = None, other_than=None) -> StoredRun | None:
+    """The pruner's largest grid run (on ``data_key``'s questions, if given): the empirical
+    frontier. ``other_than``: a run folder not to take (a grid run is not its own reference)."""
+    grids = [r for r in runs if r.searcher == "grid" and r.pruner == pruner
+             and (data_key is None or r.config["data_key"] == data_key) and r.run.folder != other_than]  # fmt: skip
+    return max(grids, key=lambda r: len(r.run.evaluations), default=None)
+
+
+def _vispco(runs, pruner, data_key):
+    """The pruner's VisPCO runs on those questions, in name order."""
+    return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key]
+
+
+
+
+def _default_kernel_run(runs):
+    """The run of VisPCO's defaults: the default kernel and no other setting changed."""
+    from searchers.vispco import DEFAULT_KERNEL
+
+    plain = [r for r in runs if r.kernel == DEFAULT_KERNEL and not _changed_settings(r)]
+    return next(iter(plain), next((r for r in runs if r.kernel == DEFAULT_KERNEL), runs[0] if runs else None))
+
+
+def _changed_settings(r) -> set:
+    """The searcher settings a run gave beyond the training split (``--param``s)."""
+    return set(r.config.get("params", {})) - {"train", "kernel"}
+
+
+def _chosen(stored: StoredRun, proposal: dict) -> list[float]:
+    """The schedule VisPCO picked for a budget: the filled curve unless the run said fill=False."""
+    fill = stored.config.get("searcher_params", {}).get("fill", False)
+    return proposal["filled"] if fill and "filled" in proposal else proposal["schedule"]
+
+
+def _evaluation_of(stored: StoredRun, proposal: dict):
+    keep = [round(k, 9) for k in _chosen(stored, proposal)]
+    return next((e for e in stored.run.evaluations if [round(k, 9) for k in e.schedule] == keep), None)
+
+
+def wall_time(summary: dict) -> float:
+    """A run's search time: its command's wall time, plus the training of a VisPCO predictor
+    that the command loaded from an earlier, interrupted one instead of training it."""
+    report = summary.get("searcher_report") or {}
+    extra = report["training"]["seconds"] if report.get("predictor_loaded") and report.get("training") else 0.0
+    return summary["seconds"] + extra

@@ -1,4 +1,5 @@
-"""The VisPCO paper's tables and figures, rebuilt from stored runs only (no model is loaded).
+"""The VisPCO paper's tables, rebuilt from stored runs only (no model is loaded); its figures are
+``paretobench.figures``, and ``build`` makes either by name.
 
 Every report reads one results folder (``store.sqlite`` + run folders written by
 ``paretobench run``) and writes Markdown + CSV (and PNG for figures) into an output folder:
@@ -22,10 +23,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-from searchers.vispco import DEFAULT_KERNEL
+from paretobench.runs import (
+    _chosen,
+    _default_kernel_run,
+    _evaluation_of,
+    _vispco,
+    reference,
+    stored_runs,
+    wall_time,
+)
 
 REPORTS = ("table1", "table2", "table3", "table4", "table5", "gap", "fig2", "fig3", "fig6", "fig7")
 WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
@@ -33,91 +41,6 @@ TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
 GAP_BUDGETS = (0.3, 0.5, 0.7)
 SAMPLERS = ("grid", "random")  # searchers whose schedules are samples (Table 1's "without VisPCO")
-
-
-@dataclass
-class StoredRun:
-    run: object  # paretobench.runs.Run
-    summary: dict
-
-    @property
-    def config(self) -> dict:
-        return self.run.config
-
-    @property
-    def searcher(self) -> str:
-        return self.config["searcher"]
-
-    @property
-    def pruner(self) -> str:
-        """The pruner's name, with its parameters where the run gave any (``sparsevlm[recycle=0]``):
-        runs of one pruner with other parameters are other methods to compare."""
-        params = self.config.get("pruner_params") or {}
-        inner = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
-        return self.config["pruner"] + (f"[{inner}]" if inner else "")
-
-    @property
-    def kernel(self) -> str | None:
-        return self.config.get("searcher_params", {}).get("kernel")
-
-    @property
-    def label(self) -> str:
-        """How tables name the run: the searcher and what tells its runs apart (Random-N's N,
-        VisPCO's kernel and preset, the preset searcher's schedules)."""
-        params = self.config.get("searcher_params", {})
-        if self.searcher == "random":
-            return f"random-{self.config['n']}"
-        if self.searcher == "preset":
-            return "preset (" + ", ".join(params.get("names", ["default", "vtw", "aim"])) + ")"
-        if self.searcher == "vispco":
-            preset = params.get("preset")
-            return f"vispco ({preset}: {self.kernel})" if preset else f"vispco ({self.kernel})"
-        return self.searcher + (f" ({self.kernel})" if self.kernel else "")
-
-    @property
-    def proposals(self) -> list[dict]:
-        return (self.summary.get("searcher_report") or {}).get("proposals", [])
-
-
-def stored_runs(folder: str | Path) -> list[StoredRun]:
-    """Every finished run of a results folder, in name order."""
-    from paretobench.runs import load_run
-
-    folder = Path(folder)
-    out = []
-    for cfg in sorted(folder.glob("*/config.json")):
-        summary = cfg.parent / "summary.json"
-        if summary.is_file():
-            out.append(StoredRun(load_run(cfg.parent), json.loads(summary.read_text())))
-    if not out:
-        raise ValueError(f"{folder}: no finished runs (write some with `paretobench run --out {folder}`)")
-    return out
-
-
-def reference(runs: list[StoredRun], pruner: str, *, data_key: str | None = None, other_than=None) -> StoredRun | None:
-    """The pruner's largest grid run (on ``data_key``'s questions, if given): the empirical
-    frontier. ``other_than``: a run folder not to take (a grid run is not its own reference)."""
-    grids = [r for r in runs if r.searcher == "grid" and r.pruner == pruner
-             and (data_key is None or r.config["data_key"] == data_key) and r.run.folder != other_than]  # fmt: skip
-    return max(grids, key=lambda r: len(r.run.evaluations), default=None)
-
-
-def _vispco(runs, pruner, data_key):
-    """The pruner's VisPCO runs on those questions, in name order."""
-    return [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.config["data_key"] == data_key]
-
-
-
-
-def _default_kernel_run(runs):
-    """The run of VisPCO's defaults: the default kernel and no other setting changed."""
-    plain = [r for r in runs if r.kernel == DEFAULT_KERNEL and not _changed_settings(r)]
-    return next(iter(plain), next((r for r in runs if r.kernel == DEFAULT_KERNEL), runs[0] if runs else None))
-
-
-def _changed_settings(r) -> set:
-    """The searcher settings a run gave beyond the training split (``--param``s)."""
-    return set(r.config.get("params", {})) - {"train", "kernel"}
 
 
 def _mean_std(xs):
@@ -234,25 +157,6 @@ def table3(folders: list[Path], out: Path, *, pruner: str = "fastv", budget: flo
                          "in each results folder")  # fmt: skip
     return _write(out, "table3", f"Table 3: models at a {budget:.0%} budget ({pruner}), sampled schedules vs VisPCO",
                   head, rows, records, SAMPLED_NOTE)  # fmt: skip
-
-
-def _chosen(stored: StoredRun, proposal: dict) -> list[float]:
-    """The schedule VisPCO picked for a budget: the filled curve unless the run said fill=False."""
-    fill = stored.config.get("searcher_params", {}).get("fill", False)
-    return proposal["filled"] if fill and "filled" in proposal else proposal["schedule"]
-
-
-def _evaluation_of(stored: StoredRun, proposal: dict):
-    keep = [round(k, 9) for k in _chosen(stored, proposal)]
-    return next((e for e in stored.run.evaluations if [round(k, 9) for k in e.schedule] == keep), None)
-
-
-def wall_time(summary: dict) -> float:
-    """A run's search time: its command's wall time, plus the training of a VisPCO predictor
-    that the command loaded from an earlier, interrupted one instead of training it."""
-    report = summary.get("searcher_report") or {}
-    extra = report["training"]["seconds"] if report.get("predictor_loaded") and report.get("training") else 0.0
-    return summary["seconds"] + extra
 
 
 def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, bootstrap: int = 200) -> dict:
@@ -386,112 +290,6 @@ def gap(runs, out: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- figures
-def _axes():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    return plt, fig, ax
-
-
-def _save(plt, fig, ax, path: Path) -> None:
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def fig2(runs, out: Path, *, pruner: str = "fastv") -> dict:
-    """Table 2's searchers on one figure: each one's frontier over the grid's points and frontier
-    (the best run of each searcher by IGD+; every VisPCO configuration its own)."""
-    from paretobench.plots import comparison_plot
-    from paretobench.runs import compare
-
-    ref = reference(runs, pruner)
-    if ref is None:
-        raise ValueError(f"fig2 needs a grid run of {pruner} (the reference frontier)")
-    best: dict[str, tuple[float, StoredRun]] = {}
-    for r in runs:
-        if r is ref or r.pruner != pruner or r.config["data_key"] != ref.config["data_key"]:
-            continue
-        d = compare(r.run, ref.run, bootstrap=0)["igd_plus"]
-        key = r.label if r.searcher == "vispco" else r.searcher
-        if key not in best or d < best[key][0]:
-            best[key] = (d, r)
-    path = out / f"fig2-{pruner}.png"
-    comparison_plot([(key, r.run.F) for key, (_, r) in sorted(best.items())], (f"grid ({ref.run.name})", ref.run.F),
-                    path, title=f"Searchers' frontiers against the grid: {pruner} on {ref.config['model']}")  # fmt: skip
-    return {"report": "fig2", "png": [str(path)]}
-
-
-def fig3(runs, out: Path) -> dict:
-    from paretobench import pareto
-
-    made = []
-    for pruner in sorted({r.pruner for r in runs}):
-        ref = reference(runs, pruner)
-        vis = _default_kernel_run(_vispco(runs, pruner, ref.config["data_key"])) if ref else None
-        if ref is None or vis is None:
-            continue
-        plt, fig, ax = _axes()
-        F = ref.run.F
-        ax.scatter(100 * F[:, 0], 100 * (1 - F[:, 1]), s=8, color="0.75", label=f"grid ({len(F)} schedules)")
-        front = pareto.frontier(F)
-        ax.step(100 * front[:, 0], 100 * (1 - front[:, 1]), where="post", color="C0", lw=1.8, label="empirical frontier")
-        pts = sorted((e.flops_fraction, e.accuracy) for e in (_evaluation_of(vis, p) for p in vis.proposals) if e)
-        ax.plot([100 * f for f, _ in pts], [100 * a for _, a in pts], "o-", color="C3", lw=1.5,
-                label=f"VisPCO predicted ({vis.kernel})")  # fmt: skip
-        ax.set_xlabel("LLM prefill FLOPs (% of unpruned)")
-        ax.set_ylabel("accuracy (%, mean over groups)")
-        ax.set_title(f"Empirical vs predicted frontier: {pruner} on {ref.config['model']}", fontsize=10)
-        path = out / f"fig3-{pruner}.png"
-        _save(plt, fig, ax, path)
-        made.append(str(path))
-    if not made:
-        raise ValueError("fig3 needs a grid run and a vispco run of the same pruner on the same questions")
-    return {"report": "fig3", "png": made}
-
-
-def _curves(out: Path, name: str, title: str, curves: list[tuple[str, list[float]]]) -> dict:
-    plt, fig, ax = _axes()
-    for label, keep in curves:
-        ax.plot(range(len(keep)), [100 * k for k in keep], "o-", ms=3, label=label)
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("visual tokens kept (%)")
-    ax.set_ylim(-3, 103)
-    ax.set_title(title, fontsize=10)
-    path = out / f"{name}.png"
-    _save(plt, fig, ax, path)
-    import pandas as pd
-
-    pd.DataFrame([{"curve": label, **{f"layer{i}": k for i, k in enumerate(keep)}} for label, keep in curves]).to_csv(
-        out / f"{name}.csv", index=False)  # fmt: skip
-    return {"report": name, "png": str(path), "csv": str(out / f"{name}.csv")}
-
-
-def fig6(runs, out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
-    curves = []
-    for r in sorted((r for r in runs if r.searcher == "vispco" and r.pruner == pruner), key=lambda r: r.kernel or ""):
-        p = next((p for p in r.proposals if abs(p["budget"] - budget) < 1e-9), None)
-        if p is not None:
-            curves.append((r.kernel, _chosen(r, p)))
-    if not curves:
-        raise ValueError(f"fig6 needs vispco runs of {pruner} with a {budget:g} budget")
-    return _curves(out, "fig6", f"Keep curves per kernel at the {budget:.0%} budget ({pruner})", curves)
-
-
-def fig7(runs, out: Path, *, pruner: str = "fastv", kernel: str = DEFAULT_KERNEL) -> dict:
-    vis = [r for r in runs if r.searcher == "vispco" and r.pruner == pruner and r.kernel == kernel]
-    if not vis:
-        raise ValueError(f"fig7 needs a vispco run of {pruner} with the {kernel} kernel")
-    curves = [(f"{p['budget']:.0%}", _chosen(vis[-1], p)) for p in vis[-1].proposals]
-    return _curves(out, "fig7", f"Keep curves per budget ({kernel}, {pruner})", curves)
-
-
 def build(name: str, folders, out: str | Path) -> dict:
     """Report ``name`` from the runs in ``folders`` (one results folder, or several for table3)."""
     if name not in REPORTS:
@@ -505,4 +303,7 @@ def build(name: str, folders, out: str | Path) -> dict:
         return table3(folders, Path(out))
     if len(folders) != 1:
         raise ValueError(f"{name} reads one results folder (table3 compares several); got {len(folders)}")
-    return globals()[name](stored_runs(folders[0]), Path(out))
+    from paretobench import figures
+
+    make = getattr(figures, name) if name.startswith("fig") else globals()[name]
+    return make(stored_runs(folders[0]), Path(out))

@@ -227,7 +227,7 @@ def test_vispco_rerun_loads_its_predictor_and_recomputes_nothing(vispco_run):
     from paretobench.search import run
 
     cfg, first = vispco_run
-    from paretobench.tables import wall_time
+    from paretobench.runs import wall_time
 
     before = json.loads((first.folder / "summary.json").read_text())
     again = run(cfg, progress=False)

@@ -112,7 +112,7 @@ def run(args) -> int:
 def _distance(folder, vs: str | None) -> dict | None:
     """The run's frontier distance to ``vs``, or to the largest grid run of the same pruner on the
     same questions in its results folder (none: None)."""
-    from paretobench.tables import reference, stored_runs
+    from paretobench.runs import reference, stored_runs
     from paretobench.runs import compare, load_run
 
     run = load_run(folder)
