@@ -83,6 +83,27 @@ class SearchSpace:
         return at(lo)
 
 
+def prompt_token_counts(processor, config, samples, *, chunk: int = 64) -> tuple[float, int]:
+    """Mean text tokens of the samples' prompts and their mean visual tokens (rounded), as the
+    processor lays out the model's inputs (``paretobench.adapters.text_token_counts`` without a
+    model: the image token's id comes from the config). At native resolution (Qwen) the visual
+    count follows each image's size. A search space built on the mean reads a schedule's FLOPs
+    fraction at a typical input; the evaluator still measures every input's own."""
+    from paretobench.adapters import chat_prompts
+
+    processor.tokenizer.padding_side = "left"
+    n_text = n_visual = 0
+    for i in range(0, len(samples), chunk):
+        batch = samples[i : i + chunk]
+        # one image per sample, each in a list of its own: every processor takes that form
+        inputs = processor(images=[[s.image()] for s in batch], text=chat_prompts(processor, batch),
+                           return_tensors="pt", padding=True)  # fmt: skip
+        visual = int((inputs["input_ids"] == config.image_token_id).sum())
+        n_visual += visual
+        n_text += int(inputs["attention_mask"].sum()) - visual
+    return n_text / len(samples), round(n_visual / len(samples))
+
+
 @dataclass
 class Evaluator:
     workload: Workload
@@ -113,7 +134,7 @@ class Evaluator:
 
     @cached_property
     def max_new_tokens(self) -> int:
-        from paretobench.evaluate import default_max_new_tokens
+        from paretobench.measure import default_max_new_tokens
 
         return self.workload.max_new_tokens or default_max_new_tokens(self.samples)
 
@@ -153,18 +174,19 @@ class Evaluator:
 
     @cached_property
     def space(self) -> SearchSpace:
-        from paretobench.adapters import adapter_for, text_token_counts
+        """The search space, from the model's processor and config alone (no weights are read:
+        under Ray the driver never loads the model)."""
         from paretobench.flops import DecoderShape
+        from paretobench.models.loading import load_config, load_processor
 
-        m = self.loaded
-        n_text, n_visual = text_token_counts(adapter_for(m.model, m.processor), self.samples)
-        shape = DecoderShape.from_config(m.model.config.text_config)
-        return SearchSpace(shape, round(n_text), n_visual, pruner=self.workload.pruner,
-                           score=self.pruner.score_cost())  # fmt: skip
+        config = load_config(self.workload.model)
+        n_text, n_visual = prompt_token_counts(load_processor(self.workload.model), config, self.samples)
+        return SearchSpace(DecoderShape.from_config(config.get_text_config()), round(n_text), n_visual,
+                           pruner=self.workload.pruner, score=self.pruner.score_cost())  # fmt: skip
 
     def evaluate(self, schedules: list[PruningSchedule]) -> list[Evaluation]:
         """Evaluate the schedules together (image encodings shared), in order."""
-        from paretobench.evaluate import evaluate_many
+        from paretobench.measure import evaluate_many
         from paretobench.scoring import accuracy
 
         layers = self.space.layers

@@ -10,7 +10,9 @@ finished is computed. The run folder (``<out>/<run>/``) is rewritten from the st
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,11 +118,14 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                         max_new_tokens=cfg.max_new_tokens)  # fmt: skip
     evaluator = Evaluator(workload)
     evaluator.data_key  # read and validate the data before the store is touched
-    store = Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)
-    try:
+    # budgets out of reach, and a Ray cluster that cannot place --workers, fail before the store is touched too
+    searcher = SEARCHERS.get(cfg.searcher)(evaluator.space, n=cfg.n, budgets=cfg.budgets, seed=cfg.seed,
+                                            **cfg.params)  # fmt: skip
+    with (
+        closing(make_runner(cfg, evaluator)) as runner,
+        closing(Store(cfg.out, model=evaluator.model_key, model_name=cfg.model)) as store,
+    ):
         store.put_dataset(evaluator.data_key, "+".join(d.name for d in evaluator.datasets), evaluator.groups)
-        searcher = SEARCHERS.get(cfg.searcher)(evaluator.space, n=cfg.n, budgets=cfg.budgets, seed=cfg.seed,
-                                                **cfg.params)  # fmt: skip
         resolved = searcher.identity()
         name = cfg.run_name(resolved)
         # the scoring rules' version, the pruner's algorithm version and the generation length the
@@ -129,11 +134,10 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
         record = {**cfg.identity(), **({"resolved": resolved} if resolved else {}), "scoring": SCORING_VERSION,
                   "pruner_config": evaluator.pruner.config(), "max_new_tokens_used": evaluator.max_new_tokens}  # fmt: skip
         store.begin_run(name, record)
-        searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress)
-        bar = _bar(progress, cfg.n, name)
-        runner = None
-        seq, computed, reused, seen = 0, 0, 0, {}
-        try:
+        if searcher.needs_model:  # it learns where the model is: in this process, or on a Ray actor
+            searcher.prepare(evaluator, Path(cfg.out) / name, progress=progress, runner=runner)
+        seq, computed, reused, seen = 0, 0, 0, set()
+        with closing(_bar(progress, cfg.n, name)) as bar:
             while schedules := searcher.ask():
                 keys = [evaluator.key(s) for s in schedules]
                 store.add_items(name, seq, keys)
@@ -142,32 +146,26 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                 todo = list({k: s for k, s in zip(keys, schedules) if k not in have}.values())
                 reused += sum(1 for k in dict.fromkeys(keys) if k in have and k not in seen)
                 if todo:
-                    runner = runner or make_runner(cfg, evaluator)
                     chunks = [(i, todo[i : i + cfg.chunk]) for i in range(0, len(todo), cfg.chunk)]
                     for _, evaluations in runner.run(chunks):
                         for ev in evaluations:
                             store.put(ev)
-                            have[ev.key] = ev
+                        # what the store kept: another process writing this store may have kept its own first
+                        have.update(store.get_many([ev.key for ev in evaluations]))
                         computed += len(evaluations)
                         bar.update(len(evaluations))
-                for k in keys:
-                    if k not in seen:
-                        seen[k] = have[k]
+                seen.update(keys)
                 bar.update(len(keys) - len(todo))
                 searcher.tell(schedules, [have[k] for k in keys])
-        finally:
-            bar.close()
-            if runner is not None:
-                runner.close()
         store.finish_run(name)
-        evaluations = list(seen.values())
+        order = list(dict.fromkeys(store.run_keys(name)))  # distinct, in the order first asked
+        stored = store.get_many(order)
+        evaluations = [stored[k] for k in order]
         picks = searcher.picks(evaluations)
         folder = Path(cfg.out) / name
         outcome = RunOutcome(name, folder, evaluations, picks, computed, reused, time.perf_counter() - t0)
         write_run_folder(outcome, cfg, evaluator, searcher)
         return outcome
-    finally:
-        store.close()
 
 
 def _bar(progress: bool, total: int, name: str):
@@ -215,11 +213,12 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
     }  # fmt: skip
     _write_json(folder / "config.json", config)
     table = evaluations_table(outcome, evaluator.groups)
-    table.to_csv(folder / "evaluations.csv", index=False)
-    table.to_parquet(folder / "evaluations.parquet", index=False)
+    _write(folder / "evaluations.csv", lambda f: table.to_csv(f, index=False))
+    _write(folder / "evaluations.parquet", lambda f: table.to_parquet(f, index=False))
     front = table[table.on_frontier].sort_values(["flops_fraction", "accuracy"])
-    front.to_csv(folder / "frontier.csv", index=False)
-    frontier_plot(table, folder / "frontier.png", title=f"{cfg.searcher} / {cfg.pruner} on {cfg.model}")
+    _write(folder / "frontier.csv", lambda f: front.to_csv(f, index=False))
+    title = f"{cfg.searcher} / {cfg.pruner} on {cfg.model}"
+    _write(folder / "frontier.png", lambda f: frontier_plot(table, f, title=title))
     summary = {
         "run": outcome.name, "searcher": cfg.searcher, "pruner": cfg.pruner, "model": cfg.model,
         "data": list(cfg.data), "evaluations": len(table), "frontier_points": int(table.on_frontier.sum()),
@@ -232,7 +231,13 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
     _write_json(folder / "summary.json", summary)
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+def _write(path: Path, write) -> None:
+    """``write(file)`` to a file of this process's own, then renamed onto ``path``: a reader, or
+    another process writing the same run folder at once, never sees a half-written file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    write(tmp)
     tmp.replace(path)
+
+
+def _write_json(path: Path, obj) -> None:
+    _write(path, lambda f: f.write_text(json.dumps(obj, indent=2, default=str) + "\n"))

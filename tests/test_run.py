@@ -124,26 +124,6 @@ def test_ray_runner_gives_the_local_results(cfg, tmp_path):
     assert table(ray_run).equals(table(local))
 
 
-def test_ray_runner_survives_a_killed_actor(tiny_model_dir, synth_dir):
-    from paretobench.runners import RayRunner
-    from paretobench.schedule import PruningSchedule
-
-    workload = Workload(model=str(tiny_model_dir), data=(str(synth_dir),), limit=1, batch_size=8)
-    evaluator = Evaluator(workload)
-    layers = evaluator.space.layers
-    schedules = [PruningSchedule.steps(layers, {1: k}) for k in (0.9, 0.5, 0.3, 0.1)]
-    want = {e.key: e.accuracy for e in evaluator.evaluate(schedules)}
-    runner = RayRunner(workload, workers=2)
-    try:
-        os.kill(runner.pids()[0], signal.SIGKILL)  # one actor dies before its work arrives
-        got = {}
-        for _, evs in runner.run([(0, schedules[:2]), (1, schedules[2:])]):
-            got.update({e.key: e.accuracy for e in evs})
-    finally:
-        runner.close()
-    assert got == want
-
-
 # ----------------------------------------------------------------------------- bad input
 def test_cli_errors_are_one_line_and_keep_what_is_stored(cfg, tmp_path, capsys, tiny_model_dir, synth_dir):
     assert main(["run", "--searcher", "randm", "--json"]) == 2

@@ -60,7 +60,9 @@ def tsv_files(folder: Path) -> list[Path]:
     """Benchmark files of a folder: every ``*.tsv`` except training splits (``*_train.tsv``)."""
     files = sorted(p for p in folder.glob("*.tsv") if not p.stem.endswith("_train"))
     if not files:
-        raise DatasetError(f"{folder}: no .tsv benchmark files")
+        train = sorted(p.name for p in folder.glob("*_train.tsv"))
+        skipped = f" ({', '.join(train)}: training splits, not benchmarks)" if train else ""
+        raise DatasetError(f"{folder}: no .tsv benchmark files{skipped}")
     return files
 
 

@@ -79,7 +79,8 @@ def _isnan(v: str | None) -> bool:
 
 def read_tsv(path: str | Path, *, limit: int | None = None) -> list[Sample]:
     """Parse and validate one TSV. ``limit`` keeps the first rows (image references to rows
-    beyond it still resolve)."""
+    beyond it still resolve). A file without questions, or a limit keeping none, is an error:
+    an accuracy over no questions means nothing."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -109,6 +110,10 @@ def read_tsv(path: str | Path, *, limit: int | None = None) -> list[Sample]:
                 rows.append((lineno, dict(zip(header, values))))
         except csv.Error as e:
             raise DatasetError(f"{path}: row {reader.line_num}: {e}") from None
+    if not rows:
+        raise DatasetError(f"{path}: no questions (a header and no rows)")
+    if limit is not None and limit < 1:
+        raise DatasetError(f"{path}: limit {limit} keeps no questions")
 
     by_index: dict[str, str] = {}
     for lineno, r in rows:

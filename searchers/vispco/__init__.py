@@ -22,9 +22,11 @@ The machinery: ``kernels`` (the paper's five keep curves and a free per-layer mo
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
+from paretobench.registry import SEARCHERS
 from searchers.base import Searcher
 
 # the searcher's default: the one kernel here that can keep a middle share through the early
@@ -47,6 +49,7 @@ PRESETS = {
 }  # fmt: skip
 
 
+@SEARCHERS.register("vispco", doc="VisPCO: a ratio predictor trained by gradient through a relaxed forward")
 class VisPCO(Searcher):
     name = "vispco"
     needs_model = True
@@ -108,31 +111,30 @@ class VisPCO(Searcher):
                 "probe": self.probe, "sweep": self.sweep, "fill": self.fill}  # fmt: skip
 
     # ------------------------------------------------------------------ learning phase
-    def prepare(self, evaluator, folder: Path, *, progress: bool = True) -> None:
-        """Train the predictor on the model (or load this run's saved one) and propose."""
+    def prepare(self, evaluator, folder: Path, *, progress: bool = True, runner=None) -> None:
+        """Train the predictor on the model (or load this run's saved one) and propose. The
+        model is ``runner``'s (``paretobench.runners``): under Ray the training runs on one
+        actor, on its GPU when it has one; without a runner, in this process. The questions are
+        read and the predictor is saved here, in the run folder."""
         from paretobench.data.datasets import load_dataset
-        from searchers.vispco import train as T
+        from paretobench.runners import LocalRunner
 
         _check_train_split(self.train_data, [d.name for d in evaluator.datasets])
-        m = evaluator.loaded
-        session = T.Session(m.model, m.processor, evaluator.pruner, mode=self.space.mode, kl=self.config.kl)
         samples = load_dataset(self.train_data, limit=self.train_limit).samples
         if len(samples) <= self.probe:
             raise ValueError(f"vispco: {self.train_data} has {len(samples)} questions; training needs more "
                              f"than the {self.probe} held out to read schedules off the predictor")  # fmt: skip
-        train_set, probe = samples[: -self.probe], samples[-self.probe :]
-        folder = Path(folder)
-        path = folder / PREDICTOR_FILE
-        trained = T.load(session, path, self.config)
-        self.loaded = trained is not None  # the time it took is then not in this command's
-        if trained is None:
-            # checkpoints are scored on the held-out questions the picks are read from
-            validate = T.Validation(session, probe, self.config.val_budgets, self.space)
-            trained = T.train(session, train_set, self.config, progress=progress, validate=validate)
-            folder.mkdir(parents=True, exist_ok=True)
-            T.save(trained, path)
-        self.trained = trained
-        self.proposals = T.propose(session, trained, probe, self.sweep, self.space)
+        path = Path(folder) / PREDICTOR_FILE
+        saved = path.read_bytes() if path.is_file() else None
+        runner = runner or LocalRunner(evaluator)
+        self.trained, self.proposals, trained_now = runner.call(_learn, self.config, samples, self.probe, self.sweep,
+                                                                self.space, saved, progress)  # fmt: skip
+        self.loaded = trained_now is None  # the time it took is then not in this command's
+        if trained_now is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(trained_now)
+            tmp.replace(path)
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self):
@@ -168,6 +170,32 @@ class VisPCO(Searcher):
         return {"training": None if self.trained is None else self.trained.summary(), "fill": self.fill,
                 "predictor_loaded": self.loaded,
                 "proposals": rows, "below_floor": self.below_floor}  # fmt: skip
+
+
+def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | None, progress: bool):
+    """Runs where the model is (``Runner.call``). The predictor: the one saved before (``saved``,
+    its file's bytes) if it was trained with ``config``, else one trained on ``samples`` but the
+    last ``probe``, held out (checkpoints are scored, and the proposals read, on those). Returns
+    (trained, proposals, the new predictor file's bytes, None when it was loaded), the predictor
+    moved to the CPU, so that a driver without the actor's GPU can take it."""
+    import io
+
+    from searchers.vispco import train as T
+
+    m = evaluator.loaded
+    session = T.Session(m.model, m.processor, evaluator.pruner, mode=space.mode, kl=config.kl)
+    train_set, held_out = samples[:-probe], samples[-probe:]
+    trained = T.load(session, io.BytesIO(saved), config) if saved is not None else None
+    trained_now = None
+    if trained is None:
+        validate = T.Validation(session, held_out, config.val_budgets, space)
+        trained = T.train(session, train_set, config, progress=progress, validate=validate)
+        buffer = io.BytesIO()
+        T.save(trained, buffer)
+        trained_now = buffer.getvalue()
+    proposals = T.propose(session, trained, held_out, sweep, space)
+    trained.predictor.cpu()
+    return trained, proposals, trained_now
 
 
 def _plain(obj) -> dict:
