@@ -26,7 +26,7 @@ from paretobench.tables import WINDOW
 def stored_schedules(results: Path, pruner: str, budget: float):
     """Distinct schedules of ``pruner`` in the folder's runs that meet ``budget``, with the
     questions they were scored on (the runs' data and limit, which must agree)."""
-    from paretobench.runs import load_run
+    from paretobench.results import load_run
 
     found, setting = {}, None
     for folder in sorted(p for p in results.iterdir() if (p / "config.json").is_file()):

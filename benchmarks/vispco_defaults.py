@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="results folder for the runs (default: a temporary one)")
     args = p.parse_args(argv)
 
-    from paretobench.search import RunConfig, run
+    from paretobench.run_loop import RunConfig, run
 
     train = TRAIN_SPLITS[args.data]
     names = args.only or list(CONFIGS)

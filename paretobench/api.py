@@ -71,8 +71,8 @@ def run(searcher: str, *, pruner: str = "fastv", model: str | None = None, data=
     ``params`` for the searcher, ``pruner_params``, ``runner``, ``workers``, ``device``, ...).
     Returns the ``RunOutcome`` (``.folder``, ``.picks``, ``.evaluations``)."""
     from paretobench.registry import DEFAULT_MODEL
-    from paretobench.search import RunConfig
-    from paretobench.search import run as run_search
+    from paretobench.run_loop import RunConfig
+    from paretobench.run_loop import run as run_search
 
     data = (data,) if isinstance(data, (str, Path)) else tuple(data)
     cfg = RunConfig(searcher=searcher, pruner=pruner, model=model or DEFAULT_MODEL, data=tuple(map(str, data)),
@@ -83,7 +83,7 @@ def run(searcher: str, *, pruner: str = "fastv", model: str | None = None, data=
 def frontier(folder, *, vs=None, bootstrap: int = 200) -> dict:
     """A run folder's frontier (``vs=None``), or its distance to a reference run's: IGD, IGD+,
     hypervolume ratio, Hausdorff, the gap at each budget, with bootstrap intervals."""
-    from paretobench.runs import compare, describe, load_run
+    from paretobench.results import compare, describe, load_run
 
     run = load_run(folder)
     return describe(run) if vs is None else compare(run, load_run(vs), bootstrap=bootstrap)

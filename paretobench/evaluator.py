@@ -13,14 +13,14 @@ datasets themselves when several are given (the paper's average over benchmarks)
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from paretobench.evaluation import Evaluation, content_hash, evaluation_key
 from paretobench.registry import DEFAULT_MODEL
-from paretobench.schedule import FREE, PruningSchedule, ScoreCost
-from paretobench.store import Evaluation, content_hash, evaluation_key
+from paretobench.schedule import PruningSchedule
+from searchers.base import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -35,52 +35,6 @@ class Workload:
     device: str = "auto"  # where the model runs: auto (a CUDA GPU if there is one), cpu, cuda, cuda:1, ...
     dtype: str = "float32"  # the model's weights and activations; other than float32 it is part of the key
     max_new_tokens: int | None = None  # the greedy answer's length limit (None: what fits the data); in the key
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What a searcher may know about the problem: the decoder's shape and the mean token
-    counts of the inputs, enough to cost a schedule analytically before it is evaluated."""
-
-    shape: object  # paretobench.flops.DecoderShape
-    n_text: int
-    n_visual: int
-    mode: str = "total"  # budget convention, see paretobench.schedule
-    pruner: str = ""  # the pruner's registered name (a searcher may try its published schedule)
-    score: ScoreCost = FREE  # what the pruner's scoring costs per step (part of the realised FLOPs)
-
-    @property
-    def layers(self) -> int:
-        return self.shape.layers
-
-    def fraction(self, schedule: PruningSchedule) -> float:
-        """The schedule's cost, scoring included, as a fraction of the unpruned prefill."""
-        from paretobench.schedule import flops_fraction
-
-        return flops_fraction(self.shape, schedule, self.n_text, self.n_visual, self.mode, self.score)
-
-    @property
-    def floor(self) -> float:
-        """The cheapest reachable cost: every visual token dropped before layer 0."""
-        return self.fraction(PruningSchedule((0.0,) * self.layers))
-
-    def scaled(self, curve, budget: float) -> PruningSchedule:
-        """The largest multiple ``s * curve`` (0 <= s <= 1) of a non-increasing keep curve, in
-        whole tokens (rounded down), whose cost stays within ``budget``."""
-        nv, curve = self.n_visual, [float(c) for c in curve]
-
-        def at(s: float) -> PruningSchedule:
-            return PruningSchedule(tuple(math.floor(s * c * nv + 1e-9) / nv for c in curve))
-
-        if self.fraction(at(0.0)) > budget + 1e-12:
-            raise ValueError(f"budget {budget:g} is below the cheapest schedule's cost {self.floor:.3f}")
-        if self.fraction(at(1.0)) <= budget:
-            return at(1.0)
-        lo, hi = 0.0, 1.0
-        for _ in range(30):  # bisection on s; the cost never decreases as s grows
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.fraction(at(mid)) <= budget else (lo, mid)
-        return at(lo)
 
 
 def prompt_token_counts(processor, config, samples, *, chunk: int = 64) -> tuple[float, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paretobench.runs import StoredRun, _chosen, _default_kernel_run, _evaluation_of, _vispco, reference
+from paretobench.results import StoredRun, _chosen, _default_kernel_run, _evaluation_of, _vispco, reference
 from searchers.vispco import DEFAULT_KERNEL
 
 
@@ -34,7 +34,7 @@ def fig2(runs, out: Path, *, pruner: str = "fastv") -> dict:
     """Table 2's searchers on one figure: each one's frontier over the grid's points and frontier
     (the best run of each searcher by IGD+; every VisPCO configuration its own)."""
     from paretobench.plots import comparison_plot
-    from paretobench.runs import compare
+    from paretobench.results import compare
 
     ref = reference(runs, pruner)
     if ref is None:

@@ -1,5 +1,5 @@
 """Runners: where evaluations execute. Searchers and metrics never see them; the run loop
-(``paretobench.search``) hands a runner chunks of schedules and stores each chunk's results
+(``paretobench.run_loop``) hands a runner chunks of schedules and stores each chunk's results
 the moment they come back. ``call(fn, *args)`` runs ``fn(evaluator, *args)`` where a model is
 held (VisPCO trains its predictor that way).
 
@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from paretobench.evaluator import Evaluator, Workload
 from paretobench.schedule import PruningSchedule
-from paretobench.store import Evaluation
+from paretobench.evaluation import Evaluation
 
 Chunk = tuple[int, list[PruningSchedule]]  # (chunk id, schedules)
 

@@ -17,12 +17,13 @@ so no two writers both see "missing" and both insert; a key evaluated by both is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+
+from paretobench.evaluation import Evaluation
 
 SCHEMA_VERSION = 1
 DB_NAME = "store.sqlite"
@@ -48,58 +49,24 @@ class StoreError(ValueError):
     """The results folder cannot be used as asked (corrupt, another model, a newer schema)."""
 
 
-@dataclass
-class Evaluation:
-    """One schedule evaluated on one dataset. ``accuracy`` is the mean of the per-category
-    accuracies (the paper's "average over benchmarks"); ``overall`` pools every question."""
-
-    key: str
-    data: str  # dataset key (fingerprint + which samples)
-    pruner: dict
-    schedule: list[float]
-    flops: float  # mean LLM prefill FLOPs per sample (decoder layers + score rows)
-    unpruned_flops: float
-    flops_fraction: float
-    accuracy: float
-    overall: float
-    per_category: dict[str, float]
-    correct: list[bool]
-    live_visual: list[float]
-    seconds: float
-    created: float = field(default_factory=time.time)
-
-    def row(self) -> tuple:
-        d = asdict(self)
-        for k in ("pruner", "schedule", "per_category", "live_visual"):
-            d[k] = json.dumps(d[k])
-        d["correct"] = "".join("1" if c else "0" for c in self.correct)
-        return tuple(d[k] for k in _COLUMNS)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Evaluation:
-        d = dict(row)
-        for k in ("pruner", "schedule", "per_category", "live_visual"):
-            d[k] = json.loads(d[k])
-        d["correct"] = [c == "1" for c in d["correct"]]
-        return cls(**d)
-
-
 _COLUMNS = ("key", "data", "pruner", "schedule", "flops", "unpruned_flops", "flops_fraction", "accuracy",
             "overall", "per_category", "correct", "live_visual", "seconds", "created")  # fmt: skip
 
 
-def content_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def _row(ev: Evaluation) -> tuple:
+    d = asdict(ev)
+    for k in ("pruner", "schedule", "per_category", "live_visual"):
+        d[k] = json.dumps(d[k])
+    d["correct"] = "".join("1" if c else "0" for c in ev.correct)
+    return tuple(d[k] for k in _COLUMNS)
 
 
-def evaluation_key(*, model: str, data: str, pruner: dict, schedule, scoring: int, generation: dict) -> str:
-    """The content key of an evaluation: the model's and the data's fingerprints, the pruner
-    (name, algorithm version, parameters), the schedule, the scoring rules' version and the
-    generation settings. Keep fractions are rounded to 1e-9 so that a schedule parsed from text
-    and the same one computed keep one key."""
-    keep = [round(float(k), 9) for k in schedule]
-    return content_hash({"model": model, "data": data, "pruner": pruner, "schedule": keep, "scoring": scoring,
-                         "generation": generation})  # fmt: skip
+def _from_row(row: sqlite3.Row) -> Evaluation:
+    d = dict(row)
+    for k in ("pruner", "schedule", "per_category", "live_visual"):
+        d[k] = json.loads(d[k])
+    d["correct"] = [c == "1" for c in d["correct"]]
+    return Evaluation(**d)
 
 
 class Store:
@@ -196,14 +163,14 @@ class Store:
     def put(self, ev: Evaluation) -> None:
         """Keep one finished evaluation (a key already there is left as it is)."""
         with self._tx():
-            self.db.execute(f"INSERT OR IGNORE INTO evaluations VALUES ({', '.join('?' * len(_COLUMNS))})", ev.row())
+            self.db.execute(f"INSERT OR IGNORE INTO evaluations VALUES ({', '.join('?' * len(_COLUMNS))})", _row(ev))
 
     def get_many(self, keys) -> dict[str, Evaluation]:
         keys, out = list(dict.fromkeys(keys)), {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT * FROM evaluations WHERE key IN ({', '.join('?' * len(chunk))})"
-            out.update((r["key"], Evaluation.from_row(r)) for r in self.db.execute(q, chunk))
+            out.update((r["key"], _from_row(r)) for r in self.db.execute(q, chunk))
         return out
 
     def count(self) -> int:

@@ -25,7 +25,7 @@ import json
 import math
 from pathlib import Path
 
-from paretobench.runs import (
+from paretobench.results import (
     _chosen,
     _default_kernel_run,
     _evaluation_of,
@@ -160,7 +160,7 @@ def table3(folders: list[Path], out: Path, *, pruner: str = "fastv", budget: flo
 
 
 def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, bootstrap: int = 200) -> dict:
-    from paretobench.runs import compare
+    from paretobench.results import compare
 
     ref = reference(runs, pruner)
     if ref is None:

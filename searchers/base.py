@@ -1,5 +1,5 @@
 """The ``Searcher`` interface: a searcher proposes schedules and learns from their results; it
-never evaluates and never stores (the run loop in ``paretobench.search`` does both).
+never evaluates and never stores (the run loop in ``paretobench.run_loop`` does both).
 
     searcher = Random(space, n=40, budgets=(0.3, 0.5, 0.7), seed=0)
     while schedules := searcher.ask():
@@ -17,18 +17,64 @@ is proposed twice in different orders.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from paretobench.schedule import PruningSchedule, ScheduleError
+from paretobench.schedule import FREE, PruningSchedule, ScheduleError, ScoreCost
 
 if TYPE_CHECKING:
-    from paretobench.evaluator import SearchSpace
-    from paretobench.store import Evaluation
+    from paretobench.evaluation import Evaluation
 
 DEFAULT_BUDGETS = (0.3, 0.5, 0.7)
 # Realised FLOPs include the pruner's score rows, which a schedule's analytic cost does not
 # see; an evaluation "meets" a budget when its realised fraction is at most this much above it.
 BUDGET_SLACK = 0.005
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a searcher may know about the problem: the decoder's shape and the mean token
+    counts of the inputs, enough to cost a schedule analytically before it is evaluated."""
+
+    shape: object  # paretobench.flops.DecoderShape
+    n_text: int
+    n_visual: int
+    mode: str = "total"  # budget convention, see paretobench.schedule
+    pruner: str = ""  # the pruner's registered name (a searcher may try its published schedule)
+    score: ScoreCost = FREE  # what the pruner's scoring costs per step (part of the realised FLOPs)
+
+    @property
+    def layers(self) -> int:
+        return self.shape.layers
+
+    def fraction(self, schedule: PruningSchedule) -> float:
+        """The schedule's cost, scoring included, as a fraction of the unpruned prefill."""
+        from paretobench.schedule import flops_fraction
+
+        return flops_fraction(self.shape, schedule, self.n_text, self.n_visual, self.mode, self.score)
+
+    @property
+    def floor(self) -> float:
+        """The cheapest reachable cost: every visual token dropped before layer 0."""
+        return self.fraction(PruningSchedule((0.0,) * self.layers))
+
+    def scaled(self, curve, budget: float) -> PruningSchedule:
+        """The largest multiple ``s * curve`` (0 <= s <= 1) of a non-increasing keep curve, in
+        whole tokens (rounded down), whose cost stays within ``budget``."""
+        nv, curve = self.n_visual, [float(c) for c in curve]
+
+        def at(s: float) -> PruningSchedule:
+            return PruningSchedule(tuple(math.floor(s * c * nv + 1e-9) / nv for c in curve))
+
+        if self.fraction(at(0.0)) > budget + 1e-12:
+            raise ValueError(f"budget {budget:g} is below the cheapest schedule's cost {self.floor:.3f}")
+        if self.fraction(at(1.0)) <= budget:
+            return at(1.0)
+        lo, hi = 0.0, 1.0
+        for _ in range(30):  # bisection on s; the cost never decreases as s grows
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.fraction(at(mid)) <= budget else (lo, mid)
+        return at(lo)
 
 
 def monotone(values: Sequence[float]) -> PruningSchedule:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from paretobench.cli import main
-from paretobench.search import RunConfig, run
+from paretobench.run_loop import RunConfig, run
 
 
 def _header_only(path):

@@ -13,8 +13,9 @@ import pytest
 
 from paretobench.cli import main
 from paretobench.evaluator import Evaluator, Workload
-from paretobench.search import RunConfig, run
-from paretobench.store import Evaluation, Store, StoreError, evaluation_key
+from paretobench.run_loop import RunConfig, run
+from paretobench.evaluation import Evaluation, evaluation_key
+from paretobench.store import Store, StoreError
 
 # the columns that must not change between runs (timings do)
 STABLE = ["order", "key", "schedule", "flops_fraction", "accuracy", "overall", "flops", "on_frontier", "pick_for"]
@@ -308,7 +309,7 @@ def test_pruner_parameters_and_the_generation_length_reach_the_evaluations(cfg, 
 def test_a_pruner_that_chooses_its_own_counts_is_refused_by_searches(cfg, tmp_path):
     from dataclasses import replace
 
-    from paretobench.search import check
+    from paretobench.run_loop import check
 
     with pytest.raises(ValueError, match="chooses its own token counts"):
         check(replace(cfg(tmp_path), pruner="sparsevlm", pruner_params={"count": "rank"}))

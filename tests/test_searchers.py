@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from paretobench.evaluator import SearchSpace
+from searchers.base import SearchSpace
 from paretobench.flops import DecoderShape
 from paretobench.registry import SEARCHERS
 from paretobench.schedule import PruningSchedule, ScheduleError, ScoreCost
-from paretobench.store import Evaluation
+from paretobench.evaluation import Evaluation
 from searchers.base import BUDGET_SLACK, monotone
 
 SHAPE = DecoderShape(layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172, vocab=100)

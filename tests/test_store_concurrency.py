@@ -19,7 +19,8 @@ from paretobench.store import Store
 # ones. It prints, per folder, "claimed", "refused" (another model's folder) or another error.
 WRITER = textwrap.dedent("""
     import sys, time
-    from paretobench.store import Evaluation, Store, StoreError
+    from paretobench.evaluation import Evaluation
+    from paretobench.store import Store, StoreError
     root, model, me, start, folders = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
     for folder in range(folders):
         while time.time() < start + 0.25 * folder:

@@ -12,7 +12,7 @@ from paretobench.schedule import PruningSchedule
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, tiny_model_dir, synth_dir):
-    from paretobench.search import RunConfig, run
+    from paretobench.run_loop import RunConfig, run
 
     out = tmp_path_factory.mktemp("results")
     common = dict(pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2, out=str(out), batch_size=8)

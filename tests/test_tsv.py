@@ -1,6 +1,5 @@
 import base64
 import io
-import json
 import subprocess
 import sys
 
@@ -33,7 +32,7 @@ def vlmeval_tsv(tmp_path):
         tmp_path / "MMBench_MINI.tsv",
         [
             f"10\t{red}\tWhat colour?\tLook closely.\tred\tblue\tnan\tnan\tA\tattr\tperception\tdev",
-            f"11\t10\tIs it red?\t\tyes\tno\t\t\tA\tattr\tperception\tdev",  # image shared with row 10
+            "11\t10\tIs it red?\t\tyes\tno\t\t\tA\tattr\tperception\tdev",  # image shared with row 10
             f"12\t{blue}\tName the colour.\tnan\tnan\tnan\tnan\tnan\tblue|navy\tvqa\tocr\tdev",  # VQA
         ],
     )
@@ -60,7 +59,7 @@ def test_prompt_is_built_as_vlmevalkit_builds_it(vlmeval_tsv):
 
 def test_limit_keeps_references_resolvable(tmp_path):
     red = _png((255, 0, 0))
-    path = _write(tmp_path / "x.tsv", [f"1\t2\tq\t\ta\tb\t\t\tA\tc\t\tdev", f"2\t{red}\tq\t\ta\tb\t\t\tB\tc\t\tdev"])
+    path = _write(tmp_path / "x.tsv", ["1\t2\tq\t\ta\tb\t\t\tA\tc\t\tdev", f"2\t{red}\tq\t\ta\tb\t\t\tB\tc\t\tdev"])
     (only,) = read_tsv(path, limit=1)
     assert only.image_b64 == red
 

@@ -161,7 +161,7 @@ def test_equalised_weights_make_token_counts_uniform():
 
 # ----------------------------------------------------------------------------- the searcher
 def test_vispco_without_a_model_says_what_it_needs():
-    from paretobench.evaluator import SearchSpace
+    from searchers.base import SearchSpace
     from searchers.vispco import VisPCO
 
     s = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), n=8)
@@ -172,7 +172,7 @@ def test_vispco_without_a_model_says_what_it_needs():
 
 
 def test_the_papers_configuration_is_one_setting_and_explicit_settings_still_win():
-    from paretobench.evaluator import SearchSpace
+    from searchers.base import SearchSpace
     from searchers.vispco import VisPCO
 
     paper = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper").config
@@ -189,7 +189,7 @@ def test_the_papers_configuration_is_one_setting_and_explicit_settings_still_win
 
 @pytest.fixture(scope="module")
 def vispco_run(tmp_path_factory, tiny_model_dir, synth_dir):
-    from paretobench.search import RunConfig, run
+    from paretobench.run_loop import RunConfig, run
 
     out = tmp_path_factory.mktemp("vispco")
     cfg = RunConfig(searcher="vispco", pruner="fastv", model=str(tiny_model_dir), data=(str(synth_dir),), limit=2,
@@ -224,10 +224,10 @@ def test_vispco_run_trains_proposes_a_sweep_and_reports_the_gap(vispco_run):
 
 
 def test_vispco_rerun_loads_its_predictor_and_recomputes_nothing(vispco_run):
-    from paretobench.search import run
+    from paretobench.run_loop import run
 
     cfg, first = vispco_run
-    from paretobench.runs import wall_time
+    from paretobench.results import wall_time
 
     before = json.loads((first.folder / "summary.json").read_text())
     again = run(cfg, progress=False)
@@ -282,7 +282,7 @@ def train_samples(synth_dir):
 
 
 def _space(session, samples):
-    from paretobench.evaluator import SearchSpace
+    from searchers.base import SearchSpace
 
     n_text, n_visual = session.token_counts(samples)
     return SearchSpace(session.shape, int(n_text.float().mean()), int(n_visual[0]), score=session.score)
@@ -347,13 +347,13 @@ def test_cached_batches_equal_fresh_ones(session, train_samples):
     ("vitcop", {}, "vitcop chooses its tokens otherwise"), ("spatial", {}, "spatial chooses its tokens otherwise"),
     ("sparsevlm", {}, "recycle=0")])  # fmt: skip
 def test_vispco_refuses_a_pruner_it_cannot_relax_before_anything_loads(pruner, params, message, monkeypatch):
-    from paretobench import search
+    from paretobench import run_loop
 
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("paretobench.models.loading.load_model", no_loading)
-    cfg = search.RunConfig(searcher="vispco", pruner=pruner, pruner_params=params, model="/nonexistent")
+    cfg = run_loop.RunConfig(searcher="vispco", pruner=pruner, pruner_params=params, model="/nonexistent")
     with pytest.raises(ValueError, match=message):
-        search.check(cfg)
-    search.check(search.RunConfig(searcher="vispco", pruner="sparsevlm", pruner_params={"recycle": 0}))
+        run_loop.check(cfg)
+    run_loop.check(run_loop.RunConfig(searcher="vispco", pruner="sparsevlm", pruner_params={"recycle": 0}))

@@ -35,7 +35,7 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.runs import compare, describe, load_run
+    from paretobench.results import compare, describe, load_run
 
     if args.vs is None:
         if len(args.folders) > 1 or args.plot:

@@ -66,8 +66,8 @@ def parse_params(items: list[str]) -> dict:
 
 def run(args) -> int:
     from paretobench.registry import parse_params as parse_pruner_params
-    from paretobench.search import RunConfig, check
-    from paretobench.search import run as run_search
+    from paretobench.run_loop import RunConfig, check
+    from paretobench.run_loop import run as run_search
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
@@ -81,7 +81,7 @@ def run(args) -> int:
     check(cfg)
     if args.vs is not None:  # before any work: a reference from other weights gives no distance
         from paretobench.models.loading import model_fingerprint
-        from paretobench.runs import check_same_model, load_run
+        from paretobench.results import check_same_model, load_run
 
         check_same_model(load_run(args.vs), model_fingerprint(args.model), f"--model {args.model}")
     outcome = run_search(cfg, progress=not args.json)
@@ -112,8 +112,8 @@ def run(args) -> int:
 def _distance(folder, vs: str | None) -> dict | None:
     """The run's frontier distance to ``vs``, or to the largest grid run of the same pruner on the
     same questions in its results folder (none: None)."""
-    from paretobench.runs import reference, stored_runs
-    from paretobench.runs import compare, load_run
+    from paretobench.results import reference, stored_runs
+    from paretobench.results import compare, load_run
 
     run = load_run(folder)
     if vs is not None:

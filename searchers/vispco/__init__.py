@@ -140,7 +140,7 @@ class VisPCO(Searcher):
     def ask(self):
         if self.trained is None:
             raise RuntimeError("vispco learns from the model: call prepare(evaluator, folder) before ask "
-                               "(paretobench.search.run does)")  # fmt: skip
+                               "(paretobench.run_loop.run does)")  # fmt: skip
         if self.asked:
             return []
         schedules = [p.schedule for p in self.proposals] + ([p.filled for p in self.proposals] if self.fill else [])

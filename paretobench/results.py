@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from paretobench.store import Evaluation, Store, StoreError
+from paretobench.evaluation import Evaluation
+from paretobench.store import Store, StoreError
 
 
 @dataclass
@@ -102,7 +103,7 @@ def describe(run: Run) -> dict:
 
 @dataclass
 class StoredRun:
-    run: object  # paretobench.runs.Run
+    run: object  # paretobench.results.Run
     summary: dict
 
     @property
@@ -146,8 +147,6 @@ class StoredRun:
 
 def stored_runs(folder: str | Path) -> list[StoredRun]:
     """Every finished run of a results folder, in name order."""
-    from paretobench.runs import load_run
-
     folder = Path(folder)
     out = []
     for cfg in sorted(folder.glob("*/config.json")):

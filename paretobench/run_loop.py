@@ -19,7 +19,8 @@ from pathlib import Path
 from paretobench.evaluator import Evaluator, Workload
 from paretobench.registry import DEFAULT_MODEL
 from paretobench.scoring import SCORING_VERSION
-from paretobench.store import Evaluation, Store, content_hash
+from paretobench.evaluation import Evaluation, content_hash
+from paretobench.store import Store
 
 RUNNERS = ("local", "ray")
 
