@@ -12,7 +12,7 @@ from paretobench.schedule import PruningSchedule, ScoreCost, flops_fraction, sch
 from searchers.vispco.kernels import KERNELS, kernel
 from searchers.vispco.objective import AugmentedLagrangian, relaxed_fraction
 from searchers.vispco.predictor import RatioPredictor
-from searchers.vispco.train import equalised_weights, kl_to_teacher
+from searchers.vispco.session import equalised_weights, kl_to_teacher
 
 SHAPE = DecoderShape(layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172, vocab=100)
 
@@ -253,7 +253,8 @@ def test_training_split_must_match_the_evaluated_data():
 
 # ----------------------------------------------------------------------------- budgets and checkpoints
 def test_budgets_are_drawn_over_each_questions_own_range():
-    from searchers.vispco.train import TrainConfig, budget_floors
+    from searchers.vispco.config import TrainConfig
+    from searchers.vispco.train import budget_floors
 
     floors = torch.tensor([0.10, 0.50, 0.97])  # a large image, a small one, one that cannot prune under 0.95
     assert budget_floors(floors, TrainConfig()).tolist() == pytest.approx([0.12, 0.52, 0.95])
@@ -268,7 +269,7 @@ def test_budgets_are_drawn_over_each_questions_own_range():
 def session(tiny_model_dir):
     from paretobench.models.loading import load_model
     from pruners.fastv import FastV
-    from searchers.vispco.train import Session
+    from searchers.vispco.session import Session
 
     m = load_model(str(tiny_model_dir))
     return Session(m.model, m.processor, FastV())
@@ -289,7 +290,8 @@ def _space(session, samples):
 
 
 def test_training_keeps_the_checkpoint_whose_validation_score_is_lowest(session, train_samples):
-    from searchers.vispco.train import TrainConfig, train
+    from searchers.vispco.config import TrainConfig
+    from searchers.vispco.train import train
 
     seen, scores = [], iter([0.5, 0.2, 0.9, 0.4, 0.3])
 
@@ -313,7 +315,7 @@ def test_training_keeps_the_checkpoint_whose_validation_score_is_lowest(session,
 def test_validation_scores_the_filled_picks_against_the_unpruned_model(session, train_samples):
     from searchers.vispco.kernels import kernel
     from searchers.vispco.predictor import RatioPredictor
-    from searchers.vispco.train import Validation
+    from searchers.vispco.propose import Validation
 
     probe = train_samples[:6]
     space = _space(session, probe)

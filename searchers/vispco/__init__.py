@@ -57,7 +57,7 @@ class VisPCO(Searcher):
     def __init__(self, space, *, kernel: str | None = None, steps: int | None = None, train: str = "synth8-train",
                  train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool = True, preset: str = "",
                  **kw):  # fmt: skip
-        from searchers.vispco.train import TrainConfig
+        from searchers.vispco.config import TrainConfig
 
         if preset and preset not in PRESETS:
             raise ValueError(f"vispco: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -97,7 +97,7 @@ class VisPCO(Searcher):
 
     @classmethod
     def settings(cls):
-        from searchers.vispco.train import TrainConfig
+        from searchers.vispco.config import TrainConfig
 
         return super().settings() | {f.name for f in fields(TrainConfig)} - {"seed"}
 
@@ -180,20 +180,22 @@ def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | 
     moved to the CPU, so that a driver without the actor's GPU can take it."""
     import io
 
+    from searchers.vispco import propose as P
+    from searchers.vispco import session as S
     from searchers.vispco import train as T
 
     m = evaluator.loaded
-    session = T.Session(m.model, m.processor, evaluator.pruner, mode=space.mode, kl=config.kl)
+    session = S.Session(m.model, m.processor, evaluator.pruner, mode=space.mode, kl=config.kl)
     train_set, held_out = samples[:-probe], samples[-probe:]
     trained = T.load(session, io.BytesIO(saved), config) if saved is not None else None
     trained_now = None
     if trained is None:
-        validate = T.Validation(session, held_out, config.val_budgets, space)
+        validate = P.Validation(session, held_out, config.val_budgets, space)
         trained = T.train(session, train_set, config, progress=progress, validate=validate)
         buffer = io.BytesIO()
         T.save(trained, buffer)
         trained_now = buffer.getvalue()
-    proposals = T.propose(session, trained, held_out, sweep, space)
+    proposals = P.propose(session, trained, held_out, sweep, space)
     trained.predictor.cpu()
     return trained, proposals, trained_now
 
