@@ -4,7 +4,7 @@
 
 Each export file (``paretobench export-vlmeval``) becomes a ``ParetoBench`` lmms-eval model; the
 questions of ``--data`` (anything ``paretobench eval --data`` takes) become an offline lmms-eval
-task in a temporary folder (``paretobench.lmms_eval_model.write_task``), indexed alone, without
+task in a temporary folder (``paretobench.harnesses.lmms_eval.write_task``), indexed alone, without
 lmms-eval's built-in tasks. Prints accuracy overall and per category for each export (``--json``:
 as JSON). Needs the harness environment (``make eval-env``).
 """
@@ -21,7 +21,7 @@ def evaluate_picks(picks: list[str], data: str, *, limit: int | None = None, bat
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from paretobench.lmms_eval_model import ParetoBench, write_task
+    from paretobench.harnesses.lmms_eval import ParetoBench, write_task
 
     out = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -60,7 +60,7 @@ def paretobench_eval(main, capsys, data: Path, cfg: dict) -> dict:
 def reference_predictions(cfg: dict, samples) -> list[str]:
     """The answers of paretobench's batched evaluation under the export's settings."""
     from paretobench.measure import evaluate
-    from paretobench.vlmeval_model import PrunedModel
+    from paretobench.harnesses.vlmeval import PrunedModel
 
     pruned = PrunedModel(cfg, device="cpu")
     result = evaluate(pruned.loaded.model, pruned.loaded.processor, samples, schedule=pruned.schedule,

@@ -19,7 +19,7 @@ harness("lmms_eval")
 
 from paretobench.cli import main  # noqa: E402
 from paretobench.data.datasets import load_dataset  # noqa: E402
-from paretobench.lmms_eval_model import ParetoBench, _until, write_task  # noqa: E402
+from paretobench.harnesses.lmms_eval import ParetoBench, _until, write_task  # noqa: E402
 
 
 def test_the_lmms_eval_command_scores_a_runs_pick_as_paretobench_eval(tmp_path, capsys):

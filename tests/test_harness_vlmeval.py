@@ -1,6 +1,6 @@
 """VLMEvalKit's own run.py scores exported pruned models exactly as ``paretobench eval`` does.
 
-Real end to end: ``python -m paretobench.vlmeval_model`` runs VLMEvalKit's ``run.py`` (from the
+Real end to end: ``python -m paretobench.harnesses.vlmeval`` runs VLMEvalKit's ``run.py`` (from the
 installed checkout) on synth8 files in an ``$LMUData`` folder, which VLMEvalKit takes as custom MCQ
 datasets, judged by its exact matching. Both embedded models; every pruner; a run's pick, given
 schedules, presets and the unpruned model. Runs in the harness environment (``make test-harness``).
@@ -40,7 +40,7 @@ CASES = {
 
 
 def run_vlmevalkit(tmp_path, lmu, exports, datasets):
-    cmd = [sys.executable, "-m", "paretobench.vlmeval_model", *map(str, exports), "--data", *datasets,
+    cmd = [sys.executable, "-m", "paretobench.harnesses.vlmeval", *map(str, exports), "--data", *datasets,
            "--judge", "exact_matching", "--work-dir", str(tmp_path / "outputs")]  # fmt: skip
     return subprocess.run(cmd, cwd=tmp_path, env=offline_env(tmp_path, LMUData=lmu), capture_output=True, text=True)
 

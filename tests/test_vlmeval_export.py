@@ -12,7 +12,7 @@ from paretobench.data.datasets import load_dataset
 from paretobench.measure import evaluate
 from paretobench.registry import PRUNERS
 from paretobench.schedule import PruningSchedule
-from paretobench.vlmeval_model import PrunedModel, read_export
+from paretobench.harnesses.vlmeval import PrunedModel, read_export
 
 RUN = Path(__file__).parent.parent / "results" / "search" / "vispco-fastv-e2a18b8c"
 

@@ -1,6 +1,6 @@
 """``paretobench export-vlmeval``: a found schedule as a model VLMEvalKit's ``run.py`` can score.
 
-Writes an export file (model, pruner, schedule; see ``paretobench.vlmeval_model``) from a run's
+Writes an export file (model, pruner, schedule; see ``paretobench.harnesses.vlmeval``) from a run's
 pick for a budget, or from an explicit schedule or preset. Reads only configs and run files.
 """
 
@@ -17,7 +17,7 @@ EXAMPLES = """examples:
   paretobench export-vlmeval --model /models/llava --pruner fastv --preset fastv-default --out fastv.json
 
 then, on a machine with VLMEvalKit (a clone, installed with its torchvision):
-  python -m paretobench.vlmeval_model fastv-vispco-50.json --vlmeval-repo ~/VLMEvalKit \\
+  python -m paretobench.harnesses.vlmeval fastv-vispco-50.json --vlmeval-repo ~/VLMEvalKit \\
       --data MMBench_DEV_EN --judge exact_matching
 """
 

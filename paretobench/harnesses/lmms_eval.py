@@ -7,7 +7,7 @@ export's model, pruner and schedule, through the same engine as ``paretobench ev
 lmms-eval's ``--batch_size``; one image per question. lmms-eval's own tasks work as they are
 (their prompts, their scoring).
 
-The tasks: ``python -m paretobench.lmms_eval_model task --data D --out DIR`` writes an lmms-eval
+The tasks: ``python -m paretobench.harnesses.lmms_eval task --data D --out DIR`` writes an lmms-eval
 task over ``D`` (anything ``paretobench eval --data`` takes: ``synth8``, a TSV, a folder of them)
 into DIR; ``--include_path DIR --tasks NAME`` runs it with no hub. Its prompt is the one
 ``paretobench eval`` builds (VLMEvalKit's), and it scores by ``paretobench.scoring`` (VLMEvalKit's
@@ -32,10 +32,10 @@ from pathlib import Path
 
 from lmms_eval.api.model import lmms
 
-from paretobench.vlmeval_model import PrunedModel, read_export
+from paretobench.harnesses.vlmeval import PrunedModel, read_export
 
 MODEL_NAME = "paretobench"
-MODULE = "paretobench.lmms_eval_model"  # not __name__, which is __main__ under python -m
+MODULE = "paretobench.harnesses.lmms_eval"  # not __name__, which is __main__ under python -m
 
 
 def manifest():

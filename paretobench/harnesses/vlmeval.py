@@ -4,7 +4,7 @@
 file (``paretobench export-vlmeval`` writes it), through the same engine as ``paretobench eval``;
 it needs no harness. ``vlmeval_class()`` wraps it in VLMEvalKit's ``BaseModel`` and ``register``
 puts it in VLMEvalKit's ``supported_VLM``, so ``run.py --model <name>`` finds it.
-``paretobench.lmms_eval_model`` wraps the same class for lmms-eval. Both harnesses require
+``paretobench.harnesses.lmms_eval`` wraps the same class for lmms-eval. Both harnesses require
 torchvision, so they live in a second environment (``make eval-env``, see the README), never in
 the CPU install.
 
@@ -179,11 +179,11 @@ def run_status(work_dir: str | Path, name: str, since: datetime.datetime | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m paretobench.vlmeval_model EXPORT [EXPORT ...] [run.py arguments]``: run
+    """``python -m paretobench.harnesses.vlmeval EXPORT [EXPORT ...] [run.py arguments]``: run
     VLMEvalKit's ``run.py`` with the exported models registered by name (``--name`` for one export,
     else each file's stem). Exits 1 when VLMEvalKit recorded a failed model x dataset combination
     (``run.py`` itself logs the failure and goes on)."""
-    p = argparse.ArgumentParser(prog="python -m paretobench.vlmeval_model", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m paretobench.harnesses.vlmeval", description=main.__doc__)
     p.add_argument("exports", nargs="+", metavar="EXPORT", help="export files from `paretobench export-vlmeval`")
     p.add_argument("--vlmeval-repo", help="a VLMEvalKit checkout (the folder holding run.py; "
                                           "default: the installed vlmeval's)")  # fmt: skip
