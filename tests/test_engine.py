@@ -17,6 +17,7 @@ from paretobench.data.tsv import read_tsv
 from paretobench.engine import Engine
 from paretobench.flops import DecoderShape, counting_mode, lm_head_flops, prefill_flops
 from paretobench.models.loading import load_model
+from paretobench.registry import PRUNERS, build_pruner
 from paretobench.schedule import PruningSchedule
 from pruners.baselines import Random, Spatial
 from pruners.fastv import FastV
@@ -30,6 +31,15 @@ from pruners.vitcop import ViTCoP, _quota
 def tiny(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), device=TEST_DEVICE)
     return loaded.model, loaded.processor
+
+
+@pytest.fixture(scope="module")
+def tiny_deep():
+    """A random tiny-llava with four decoder layers: room for steps before layer 0, 1 and later."""
+    from paretobench.models.tiny_llava import build_model, build_processor
+
+    processor = build_processor()
+    return build_model(processor, seed=3, text_layers=4, text_hidden=32, vision_layers=1).eval(), processor
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +61,7 @@ def test_keep_all_equals_the_models_own_forward(tiny, samples):
     assert_keep_all_matches_model(model, a, inputs, state)
 
 
-@pytest.mark.parametrize("pruner", [FastV(), PyramidDrop(), SparseVLM(), FitPrune(), ViTCoP(), Random(seed=3), Spatial()],
+@pytest.mark.parametrize("pruner", [build_pruner(n) for n in PRUNERS.names()],
                          ids=lambda p: p.name)  # fmt: skip
 @pytest.mark.parametrize("schedule", ["1,0.5", "0.5,0.25"])
 def test_a_padded_batch_equals_each_sample_alone(tiny, samples, pruner, schedule):
@@ -92,7 +102,7 @@ def test_attention_scores_are_the_eager_attention_maps_last_row(tiny, samples, p
 
 
 @pytest.mark.parametrize("pruner", [FastV(), PyramidDrop()], ids=lambda p: p.name)
-def test_analytic_flops_equal_the_counted_flops_of_the_pruned_forward(tiny, samples, pruner):
+def test_counted_flops_are_what_torch_counts_on_the_pruned_forward(tiny, samples, pruner):
     model, processor = tiny
     shape = DecoderShape.from_config(model.config.text_config)
     a, _, state = _state(model, processor, samples[:1])
@@ -102,6 +112,31 @@ def test_analytic_flops_equal_the_counted_flops_of_the_pruned_forward(tiny, samp
             result = Engine(a).prefill(state, schedule, pruner)
         analytic = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0] + lm_head_flops(shape)
         assert counter.get_total_flops() == analytic, text
+
+
+@pytest.mark.parametrize("pruner", [build_pruner(n) for n in PRUNERS.names()], ids=lambda p: p.name)
+def test_the_analytic_cost_of_a_schedule_is_what_the_engine_counts(tiny_deep, samples, pruner):
+    """What searchers and ``--budget`` cost a schedule at (``schedule_flops`` with the pruner's
+    ``score_cost``, recycled tokens included) equals the prefill the engine runs and counts, score
+    rows included, for every pruner; SparseVLM's analytic cost charges every text token as a rater
+    (its raters are chosen from the image), so it is an upper bound there, exact on the layers."""
+    from paretobench.schedule import live_counts, schedule_flops
+
+    model, processor = tiny_deep
+    shape = DecoderShape.from_config(model.config.text_config)
+    a, _, state = _state(model, processor, samples[:1])
+    n_visual = state.n_visual[0]
+    n_text = int(state.valid[0].sum()) - n_visual
+    for text in ("1,1,1,1", "1,0.5,0.5,0.2", "0.5,0.5,0.25,0.25", "1,0.6,0.3,0", "0.4,0.2,0.1,0.05"):
+        schedule = PruningSchedule.parse(text, 4)
+        result = Engine(a).prefill(state, schedule, pruner)
+        assert [c[0] for c in result.live_visual] == [c for c, _ in live_counts(schedule, n_visual, pruner.score_cost())]
+        counted = prefill_flops(shape, [t[0] for t in result.tokens]) + result.score_flops[0]
+        analytic = schedule_flops(shape, schedule, n_text, n_visual, pruner.score_cost())
+        if pruner.score_rows == "text":
+            assert counted <= analytic, text
+        else:
+            assert counted == analytic, (text, counted, analytic)
 
 
 def test_a_schedule_that_drops_tokens_needs_a_pruner(tiny, samples):
