@@ -19,11 +19,10 @@ from paretobench.flops import DecoderShape, counting_mode, lm_head_flops, prefil
 from paretobench.models.loading import load_model
 from paretobench.registry import PRUNERS, build_pruner
 from paretobench.schedule import PruningSchedule
-from pruners.baselines import Random, Spatial
 from pruners.fastv import FastV
 from pruners.fitprune import FitPrune
 from pruners.pyramiddrop import PyramidDrop
-from pruners.sparsevlm import SparseVLM, density_peak_centres
+from pruners.sparsevlm import density_peak_centres
 from pruners.vitcop import ViTCoP, _quota
 
 
