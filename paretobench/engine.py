@@ -105,20 +105,27 @@ class Engine:
         return PrefillResult(logits, state, layer_valid, layer_pos, live, tokens, score_flops, cache, states)
 
     @torch.no_grad()
+    def observed_layer(self, i: int, state: SeqState) -> tuple[torch.Tensor, ScoreContext]:
+        """Layer ``i`` on ``state``, unpruned: its output hidden states, and a ``ScoreContext``
+        over its own q/k for a step before layer ``i + 1`` (a calibration pass reads it)."""
+        a = self.adapter
+        captured: dict = {}
+        hooks = a.capture_qk(i, captured)
+        try:
+            h = a.run_layer(i, state, None)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        qk = lambda: a.rope_qk(i, state, captured["q"], captured["k"])  # noqa: E731
+        return h, ScoreContext(self, state, i + 1, qk, i)
+
+    @torch.no_grad()
     def observe(self, state: SeqState, fn) -> None:
         """Run the unpruned prefill and call ``fn(ctx)`` after every layer, with a
         ``ScoreContext`` over that layer's q/k (calibration statistics, e.g. FitPrune's)."""
-        a = self.adapter
-        for i in range(a.num_layers):
-            captured: dict = {}
-            hooks = a.capture_qk(i, captured)
-            try:
-                h = a.run_layer(i, state, None)
-            finally:
-                for hk in hooks:
-                    hk.remove()
-            qk = lambda st=state, layer=i, c=captured: a.rope_qk(layer, st, c["q"], c["k"])  # noqa: E731
-            fn(ScoreContext(self, state, i + 1, qk, i))
+        for i in range(self.adapter.num_layers):
+            h, ctx = self.observed_layer(i, state)
+            fn(ctx)
             state = replace(state, h=h)
 
     def _drop(self, ctx: ScoreContext, pruner, want: list[int], text: list[int],

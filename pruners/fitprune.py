@@ -144,8 +144,6 @@ class FitPrune(Pruner):
         tokens it dropped after each layer."""
         import torch
 
-        from pruners.base import ScoreContext
-
         a = engine.adapter
         live = [[n] for st in states for n in st.visual_counts()]
         dropped = [[0] * a.num_layers for _ in live]
@@ -156,14 +154,7 @@ class FitPrune(Pruner):
                 break
             row = 0
             for s, st in enumerate(states):
-                captured: dict = {}
-                hooks = a.capture_qk(i, captured)
-                try:
-                    h = a.run_layer(i, st, None)
-                finally:
-                    for hk in hooks:
-                        hk.remove()
-                ctx = ScoreContext(engine, st, i + 1, lambda st=st: a.rope_qk(i, st, captured["q"], captured["k"]), i)
+                h, ctx = engine.observed_layer(i, st)
                 cross, self_ = received(ctx)
                 keep = st.valid.clone()
                 for b in range(st.valid.shape[0]):

@@ -79,3 +79,21 @@ def assert_live_counts_follow_schedules(adapter, state, schedules) -> None:
     for schedule in schedules:
         result = Engine(adapter).prefill(state, schedule, FastV())
         assert result.live_visual == [[keep_count(k, nv) for nv in state.n_visual] for k in schedule.keep], schedule
+
+
+def save_peaked_tiny_llava(out, *, seed: int, layers: int):
+    """A random tiny-llava with ``layers`` decoder layers, saved with its processor in ``out``. Its
+    queries and keys are scaled up so that attention is peaked, as in a trained model: at random
+    initialisation every token gets nearly the same attention, and rankings of near ties would test
+    float rounding rather than the algorithms a parity test compares."""
+    from paretobench.models.tiny_llava import build_model, build_processor
+
+    processor = build_processor()
+    model = build_model(processor, seed=seed, text_layers=layers, text_hidden=64, vision_layers=1)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(6.0)
+            layer.self_attn.k_proj.weight.mul_(6.0)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -6,6 +6,9 @@ import json
 
 import pytest
 import torch
+from engine_checks import save_peaked_tiny_llava
+from reference import fitprune as official
+from reference.llava_loop import LlavaLoop
 
 from paretobench.adapters import adapter_for
 from paretobench.data.tsv import read_tsv
@@ -14,8 +17,6 @@ from paretobench.flops import DecoderShape, prefill_flops
 from paretobench.models.loading import load_model
 from paretobench.schedule import PruningSchedule, ScheduleError
 from pruners.fitprune import WINDOW, FitPrune
-from reference import fitprune as official
-from reference.llava_loop import LlavaLoop
 
 LAYERS = 5
 N_VISUAL = 144
@@ -26,18 +27,7 @@ def model_dir(tmp_path_factory):
     """A random tiny-llava with five decoder layers, saved with its processor. Its queries and keys
     are scaled up so that attention is peaked, as in a trained model: at random initialisation every
     token gets nearly the same attention, and rankings of near ties would test float rounding."""
-    from paretobench.models.tiny_llava import build_model, build_processor
-
-    out = tmp_path_factory.mktemp("fitprune")
-    processor = build_processor()
-    model = build_model(processor, seed=5, text_layers=LAYERS, text_hidden=64, vision_layers=1)
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            layer.self_attn.q_proj.weight.mul_(6.0)
-            layer.self_attn.k_proj.weight.mul_(6.0)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_peaked_tiny_llava(tmp_path_factory.mktemp("fitprune"), seed=5, layers=LAYERS)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,11 @@ equal within 1e-5."""
 
 import pytest
 import torch
+from engine_checks import save_peaked_tiny_llava
+from reference.fastv import fastv
+from reference.llava_loop import LlavaLoop
+from reference.pyramiddrop import pyramiddrop
+from reference.sparsevlm import cluster_and_merge, sparsevlm
 
 from paretobench.adapters import adapter_for
 from paretobench.data.tsv import read_tsv
@@ -15,32 +20,14 @@ from paretobench.schedule import PruningSchedule
 from pruners.fastv import FastV
 from pruners.pyramiddrop import PyramidDrop
 from pruners.sparsevlm import SparseVLM, density_peak_centres
-from reference.fastv import fastv
-from reference.llava_loop import LlavaLoop
-from reference.pyramiddrop import pyramiddrop
-from reference.sparsevlm import cluster_and_merge, sparsevlm
 
 LAYERS = 6
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A random tiny-llava with six decoder layers (several steps fit), saved with its processor.
-    Its queries and keys are scaled up so that attention is peaked, as in a trained model: at
-    random initialisation every token gets nearly the same attention, and rankings of near ties
-    would test float rounding rather than the algorithms."""
-    from paretobench.models.tiny_llava import build_model, build_processor
-
-    out = tmp_path_factory.mktemp("parity")
-    processor = build_processor()
-    model = build_model(processor, seed=4, text_layers=LAYERS, text_hidden=64, vision_layers=1)
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            layer.self_attn.q_proj.weight.mul_(6.0)
-            layer.self_attn.k_proj.weight.mul_(6.0)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    """Six decoder layers (several steps fit), peaked attention (``save_peaked_tiny_llava``)."""
+    return save_peaked_tiny_llava(tmp_path_factory.mktemp("parity"), seed=4, layers=LAYERS)
 
 
 @pytest.fixture(scope="module")

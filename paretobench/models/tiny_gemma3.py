@@ -38,21 +38,11 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from paretobench.models.tiny_llava import word_tokenizer
 
-    from paretobench.models.tiny_llava import vocabulary
-
-    words = [w for w in vocabulary() if w != "<image>"]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys([*words, *SPECIAL, "user", "model"]))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<end_of_turn>", pad_token="<pad>",
-        padding_side="left", model_max_length=512,
-        extra_special_tokens={"boi_token": BOI, "image_token": IMAGE, "eoi_token": EOI, "start_of_turn": TURN[0]},
-    )  # fmt: skip
+    return word_tokenizer(SPECIAL, ("user", "model"), eos=TURN[1],
+                          extra_special_tokens={"boi_token": BOI, "image_token": IMAGE, "eoi_token": EOI,
+                                                "start_of_turn": TURN[0]})  # fmt: skip
 
 
 def build_processor():

@@ -45,6 +45,23 @@ def vocabulary() -> list[str]:
     return list(SPECIAL_TOKENS) + sorted(words)
 
 
+def word_tokenizer(special: tuple[str, ...], roles: tuple[str, str], *, eos: str, extra_special_tokens: dict):
+    """The word-level tokenizer of the embedded models other than tiny-llava: synth8's vocabulary
+    (without LLaVA's image token) followed by the architecture's ``special`` tokens and its chat
+    ``roles``, left-padded; ``eos`` ends an answer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [w for w in vocabulary() if w != IMAGE_TOKEN]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*words, *special, *roles]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token=eos,
+                                   pad_token="<pad>", padding_side="left", model_max_length=512,
+                                   extra_special_tokens=extra_special_tokens)  # fmt: skip
+
+
 def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast

@@ -32,22 +32,12 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from paretobench.models.tiny_llava import word_tokenizer
 
-    from paretobench.models.tiny_llava import vocabulary
-
-    words = [w for w in vocabulary() if w != "<image>"]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys([*words, *QWEN_TOKENS, "user", "assistant"]))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
-        padding_side="left", model_max_length=512,
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
-    )  # fmt: skip
+    return word_tokenizer(QWEN_TOKENS, ("user", "assistant"), eos="<|im_end|>",
+                          extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                                "vision_start_token": "<|vision_start|>",
+                                                "vision_end_token": "<|vision_end|>"})  # fmt: skip
 
 
 def build_processor():
