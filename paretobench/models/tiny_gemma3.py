@@ -86,11 +86,9 @@ def build_model(processor, seed: int = 0, **sizes):
     with torch.no_grad():  # initialised to zeros, which would make every visual token the same
         proj = model.model.multi_modal_projector.mm_input_projection_weight
         proj.normal_(std=proj.shape[0] ** -0.5)
-    tok = processor.tokenizer
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    return model
+    from paretobench.models.tiny_llava import with_token_ids
+
+    return with_token_ids(model, processor.tokenizer)
 
 
 def save(model, processor, out: str | Path) -> None:

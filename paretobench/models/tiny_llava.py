@@ -145,9 +145,14 @@ def build_model(processor, seed: int = 0, **sizes):
 
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(build_config(len(processor.tokenizer), **sizes))
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-    model.generation_config.bos_token_id = processor.tokenizer.bos_token_id
+    return with_token_ids(model, processor.tokenizer)
+
+
+def with_token_ids(model, tok):
+    """``model`` generating with ``tok``'s padding, end and start tokens."""
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
     return model
 
 

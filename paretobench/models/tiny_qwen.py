@@ -84,11 +84,9 @@ def build_model(processor, seed: int = 0, **sizes):
 
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(build_config(processor, **sizes)).eval()
-    tok = processor.tokenizer
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    return model
+    from paretobench.models.tiny_llava import with_token_ids
+
+    return with_token_ids(model, processor.tokenizer)
 
 
 def save(model, processor, out: str | Path) -> None:
