@@ -22,7 +22,7 @@ MODEL=${MODEL:-$("$PY" -c "from paretobench.registry import DEFAULT_MODEL; print
 DATA=${DATA:-synth8}  # synth8-native for native-resolution models (VisPCO trains on $DATA-train)
 OUT=${OUT:-results}
 SEARCH=$OUT/search
-STEPS=${STEPS:-"card engine runs reports harness"}
+STEPS=${STEPS:-"card engine runs reports defaults harness page"}
 # the results folders of every embedded model, for the reports across models
 FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search"}
 
@@ -90,10 +90,12 @@ for step in $STEPS; do
     cross)  # across the embedded models' folders: Table 3 and Fig. 3 (middle)
       # shellcheck disable=SC2086
       run "$PB" report table3 --results $FOLDERS --out results ;;
+    page)  # docs/results.md, from every results folder
+      run "$PY" scripts/results_page.py --results results --out docs/results.md ;;
     harness)  # the search harness's own benchmarks
       run "$PY" benchmarks/eval_throughput.py --model "$MODEL" --data "$DATA" --json > "$OUT/eval-throughput.json"
       run "$PY" benchmarks/ray_throughput.py --model "$MODEL" --data "$DATA" --json > "$OUT/ray-throughput.json"
       run "$PY" benchmarks/kill_resume.py --json > "$OUT/kill-resume.json" ;;
-    *) echo "unknown step $step (card engine runs reports defaults cross harness)" >&2; exit 2 ;;
+    *) echo "unknown step $step (card engine runs reports defaults cross harness page)" >&2; exit 2 ;;
   esac
 done
