@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from paretobench.measure import evaluate
     from paretobench.evaluator import Evaluator, Workload
+    from paretobench.measure import evaluate
     from paretobench.registry import SEARCHERS
 
     ev = Evaluator(Workload(model=args.model, data=(args.data,), limit=args.limit, pruner=args.pruner,

@@ -104,8 +104,8 @@ def main(argv=None) -> int:
     from paretobench import presets
     from paretobench.adapters import adapter_for, text_token_counts
     from paretobench.data.datasets import load_dataset
-    from paretobench.measure import evaluate_many
     from paretobench.flops import DecoderShape
+    from paretobench.measure import evaluate_many
     from paretobench.models.loading import load_model
     from paretobench.registry import PRUNERS
     from paretobench.schedule import flops_fraction, single_step_for_budget

@@ -25,8 +25,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from paretobench.data.datasets import load_dataset
-    from paretobench.training.card import patch_readability
     from paretobench.models.loading import load_model
+    from paretobench.training.card import patch_readability
 
     samples = [s for s in load_dataset(args.data).samples if s.category in args.families]
     if not samples:

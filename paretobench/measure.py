@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-
 from paretobench.adapters import VisualSelect, adapter_for, chat_prompts  # noqa: F401  (re-exported)
 from paretobench.data.tsv import Sample
 from paretobench.engine import Engine

@@ -35,7 +35,6 @@ def names() -> list[str]:
 
 def _has_preset(pruner: str) -> bool:
     from paretobench.registry import PRUNERS
-
     from pruners.base import Pruner
 
     return PRUNERS.get(pruner).preset is not Pruner.preset  # the class overrides it

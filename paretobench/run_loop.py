@@ -16,10 +16,10 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from paretobench.evaluation import Evaluation, content_hash
 from paretobench.evaluator import Evaluator, Workload
 from paretobench.registry import DEFAULT_MODEL
 from paretobench.scoring import SCORING_VERSION
-from paretobench.evaluation import Evaluation, content_hash
 from paretobench.store import Store
 
 RUNNERS = ("local", "ray")

@@ -24,9 +24,9 @@ import os
 import time
 from typing import Callable, Iterator
 
+from paretobench.evaluation import Evaluation
 from paretobench.evaluator import Evaluator, Workload
 from paretobench.schedule import PruningSchedule
-from paretobench.evaluation import Evaluation
 
 Chunk = tuple[int, list[PruningSchedule]]  # (chunk id, schedules)
 

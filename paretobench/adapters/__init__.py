@@ -15,8 +15,18 @@ projections) is ``DecoderAdapter``.
 
 from __future__ import annotations
 
-from paretobench.adapters.base import (ARCHITECTURES, DecoderAdapter, Encoded, UnsupportedModel, VisualSelect,
-                                       architecture, chat_prompts, left_pad, text_token_counts, token_counts)
+from paretobench.adapters.base import (
+    ARCHITECTURES,
+    DecoderAdapter,
+    Encoded,
+    UnsupportedModel,
+    VisualSelect,
+    architecture,
+    chat_prompts,
+    left_pad,
+    text_token_counts,
+    token_counts,
+)
 from paretobench.adapters.gemma3 import Gemma3Adapter
 from paretobench.adapters.llava import LlavaAdapter
 from paretobench.adapters.qwen import QwenVLAdapter

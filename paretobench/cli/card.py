@@ -15,8 +15,8 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.training.card import write_card
     from paretobench.models.loading import resolve_model_dir
+    from paretobench.training.card import write_card
 
     _, path = resolve_model_dir(args.model)
     card = write_card(path, n=args.n, progress=not args.json)

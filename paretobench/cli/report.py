@@ -29,9 +29,9 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    from paretobench.tables import REPORTS, build
-
     from pathlib import Path
+
+    from paretobench.tables import REPORTS, build
 
     names = REPORTS if args.report == "all" else (args.report,)
     if args.report == "all" and len(args.results) > 1:

@@ -112,8 +112,7 @@ def run(args) -> int:
 def _distance(folder, vs: str | None) -> dict | None:
     """The run's frontier distance to ``vs``, or to the largest grid run of the same pruner on the
     same questions in its results folder (none: None)."""
-    from paretobench.results import reference, stored_runs
-    from paretobench.results import compare, load_run
+    from paretobench.results import compare, load_run, reference, stored_runs
 
     run = load_run(folder)
     if vs is not None:

@@ -15,7 +15,6 @@ from paretobench.training.config import TrainingConfig
 from paretobench.training.inputs import ImageData, collate
 from paretobench.training.labels import label_accuracy, label_loss
 
-
 ROLE_FAMILIES = ("relation",)
 # the order in which stage 2 introduces the families: single-object lookups first, then reading,
 # then the families that combine several regions

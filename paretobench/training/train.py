@@ -38,7 +38,6 @@ from paretobench.training.inputs import GemmaImages, LlavaImages, QwenImages, to
 from paretobench.training.stages import train_language, train_vision
 from paretobench.training.weights import load_weights, transplant_decoder
 
-
 ARCHS = ("llava", "qwen2.5-vl", "gemma3")
 
 
