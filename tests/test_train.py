@@ -8,6 +8,7 @@ import torch
 
 from paretobench.models.loading import load_model
 from paretobench.training import TrainingConfig
+from paretobench.training.config import native_bf16, uses_bf16
 from paretobench.training.labels import label_accuracy, label_loss, patch_labels
 from paretobench.training.stages import family_weights, parse_emphasis
 from paretobench.training.train import train_embedded
@@ -39,6 +40,8 @@ def test_few_step_training_saves_a_loadable_model_and_record(trained, synth_dir)
     loaded = load_model(str(out))
     assert loaded.model.config.text_config.num_hidden_layers == 8
     assert record["train_rows"] + record["held_out_rows"] == len(read_tsv(synth_dir / "synth8_train.tsv"))
+    # bf16 left unset: autocast only where the CPU computes bf16 itself, and the record says which
+    assert record["config"]["bf16"] is None and record["bf16"] == native_bf16(torch.device("cpu"))
 
 
 def test_training_is_deterministic_and_stage_two_leaves_the_tower_alone(trained, synth_dir, tmp_path):
@@ -243,3 +246,16 @@ def test_resume_refuses_other_training_data(trained, synth_dir, tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "data": str(other)}))
     with pytest.raises(ValueError, match="not the file the checkpoint"):
         train.resume(str(tmp_path / "ckpt"), log=lambda m: None)
+
+
+def test_bf16_flag_forces_either_way_and_defaults_to_the_hardware():
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert native_bf16(cpu) == native
+    for flag, want in ((True, True), (False, False), (None, native)):
+        assert uses_bf16(TrainingConfig(data="d", out="o", bf16=flag), cpu) is want
+    from paretobench.cli import build_parser
+
+    parser = build_parser()
+    for argv, want in (([], None), (["--bf16"], True), (["--no-bf16"], False)):
+        assert parser.parse_args(["train-embedded", *argv]).bf16 is want

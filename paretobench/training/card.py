@@ -197,7 +197,7 @@ def _stage2_text(r: dict) -> str:
                       "each patch's stage-1 labels (what is drawn, its row and column"
                       + ("; the attributes only where shown)" if c.get("shown_only") else ")"))
     return (f"{steps}, batch {c['batch']}, AdamW lr {c['lr']} (betas 0.9/0.98, {c['warmup']} warm-up steps, cosine), "
-            f"gradient clipping at 1, {'bf16 autocast, ' if c.get('bf16') else ''}{_schedule_text(c)}"
+            f"gradient clipping at 1, {'bf16 autocast, ' if r.get('bf16', c.get('bf16')) else ''}{_schedule_text(c)}"
             + "".join(f"; {e}" for e in extras)
             + f"; {r['minutes']['language']} min")  # fmt: skip
 

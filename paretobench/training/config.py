@@ -42,7 +42,9 @@ class TrainingConfig:
     pointing: float = 0.0  # weight of the loss reading the question's items' places at the answer position
     pointing_layer: int = 6  # the decoder layer whose output the pointing probe reads
     patch_labels: float = 0.0  # weight of the loss reading each patch's stage-1 labels from the projector's output
-    bf16: bool = True  # bf16 autocast for stage 2 (weights stay fp32)
+    # bf16 autocast for stage 2 (weights stay fp32); None: only where the hardware computes bf16 itself
+    # (``native_bf16``): on an AVX2-only CPU autocast emulates it, about 10x slower a step (docs/notes)
+    bf16: bool | None = None
     device: str = "auto"  # where training runs: auto (a CUDA GPU if torch sees one), cpu, cuda, ...
     val_every: int = 500
     val_size: int = 800  # held out from the train file, not trained on
@@ -52,3 +54,20 @@ class TrainingConfig:
     # exactly where it stopped, on this or another machine
     checkpoint: str = ""
     checkpoint_every: int = 250
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AMX or
+    AVX512-BF16 (an AVX2 CPU only emulates it)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def uses_bf16(cfg: TrainingConfig, device) -> bool:
+    """``cfg.bf16``, where it is None what the device computes natively."""
+    return native_bf16(device) if cfg.bf16 is None else bool(cfg.bf16)

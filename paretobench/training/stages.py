@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from paretobench.training.checkpoint import Checkpoint, _restore, _snapshot
-from paretobench.training.config import TrainingConfig
+from paretobench.training.config import TrainingConfig, uses_bf16
 from paretobench.training.inputs import ImageData, collate
 from paretobench.training.labels import label_accuracy, label_loss
 
@@ -222,6 +222,7 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
 
     if ckpt is not None and start == 0:  # stage 1 done: a resumed run starts here, not in stage 1
         ckpt.save(cfg, snapshot(0))
+    bf16 = uses_bf16(cfg, dev)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _cosine(step, cfg.steps, cfg.warmup, cfg.lr)
@@ -230,7 +231,7 @@ def train_language(model, data: ImageData, ids, starts, families, train_rows, va
         input_ids, mask, labels = collate(ids, starts, rows, pad_id, dev)
         targets = data.targets(rows)
         model.train()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(**data.model_inputs(model, input_ids, mask, rows), labels=labels,
                         output_hidden_states=bool(cfg.grounding or cfg.pointing or cfg.roles))  # fmt: skip
             states = captured.pop("states")  # (image tokens of the batch, dim), in sequence order

@@ -33,7 +33,7 @@ import torch
 from paretobench.data.tsv import file_fingerprint, read_tsv
 from paretobench.models.loading import resolve_device
 from paretobench.training.checkpoint import Checkpoint
-from paretobench.training.config import TrainingConfig
+from paretobench.training.config import TrainingConfig, uses_bf16
 from paretobench.training.inputs import GemmaImages, LlavaImages, QwenImages, tokenize
 from paretobench.training.stages import train_language, train_vision
 from paretobench.training.weights import load_weights, transplant_decoder
@@ -144,6 +144,7 @@ def train_embedded(cfg: TrainingConfig, *, log=print, resume: bool = False) -> d
             "parameters": sum(p.numel() for p in model.parameters()),
             "threads": torch.get_num_threads(),
             "device": str(data.device),
+            "bf16": uses_bf16(cfg, data.device),
             "minutes": {
                 "data": round((t1 - t_start) / 60, 2) if not resume else None,
                 "vision": round((t2 - t1) / 60, 2),
