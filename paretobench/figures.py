@@ -54,8 +54,6 @@ def fig2(runs, out: Path, *, pruner: str = "fastv") -> dict:
 
 
 def fig3(runs, out: Path) -> dict:
-    from paretobench import pareto
-
     made = []
     for pruner in sorted({r.pruner for r in runs}):
         ref = reference(runs, pruner)
@@ -65,11 +63,7 @@ def fig3(runs, out: Path) -> dict:
         plt, fig, ax = _axes()
         F = ref.run.F
         ax.scatter(100 * F[:, 0], 100 * (1 - F[:, 1]), s=8, color="0.75", label=f"grid ({len(F)} schedules)")
-        front = pareto.frontier(F)
-        ax.step(100 * front[:, 0], 100 * (1 - front[:, 1]), where="post", color="C0", lw=1.8, label="empirical frontier")
-        pts = sorted((e.flops_fraction, e.accuracy) for e in (_evaluation_of(vis, p) for p in vis.proposals) if e)
-        ax.plot([100 * f for f, _ in pts], [100 * a for _, a in pts], "o-", color="C3", lw=1.5,
-                label=f"VisPCO predicted ({vis.kernel})")  # fmt: skip
+        _frontier_vs_predicted(ax, ref, vis, "C0", "C3", "empirical frontier", f"VisPCO predicted ({vis.kernel})")
         ax.set_xlabel("LLM prefill FLOPs (% of unpruned)")
         ax.set_ylabel("accuracy (%, mean over groups)")
         ax.set_title(f"Empirical vs predicted frontier: {pruner} on {ref.config['model']}", fontsize=10)
@@ -79,6 +73,41 @@ def fig3(runs, out: Path) -> dict:
     if not made:
         raise ValueError("fig3 needs a grid run and a vispco run of the same pruner on the same questions")
     return {"report": "fig3", "png": made}
+
+
+def _frontier_vs_predicted(ax, ref: StoredRun, vis: StoredRun, grid_colour, vispco_colour, grid_label, vispco_label):
+    """The grid run's empirical frontier (a step line) and VisPCO's evaluated picks (points)."""
+    from paretobench import pareto
+
+    front = pareto.frontier(ref.run.F)
+    ax.step(100 * front[:, 0], 100 * (1 - front[:, 1]), where="post", color=grid_colour, lw=1.8, label=grid_label)
+    pts = sorted((e.flops_fraction, e.accuracy) for e in (_evaluation_of(vis, p) for p in vis.proposals) if e)
+    ax.plot([100 * f for f, _ in pts], [100 * a for _, a in pts], "o--", color=vispco_colour, lw=1.5, label=vispco_label)
+
+
+def fig3_models(folders: list[Path], out: Path, *, pruner: str = "fastv") -> dict:
+    """Fig. 3 (middle): every model's empirical frontier (its grid run) and VisPCO's predicted one
+    (the default kernel's picks), one colour per model, on one figure; one results folder per model."""
+    from paretobench.results import stored_runs
+
+    plt, fig, ax = _axes()
+    drawn = []
+    for i, folder in enumerate(folders):
+        runs = stored_runs(folder)
+        ref = reference(runs, pruner)
+        vis = _default_kernel_run(_vispco(runs, pruner, ref.config["data_key"])) if ref else None
+        if ref is None or vis is None:
+            raise ValueError(f"{folder}: fig3-models needs a {pruner} grid run and a vispco run on its questions")
+        model = ref.config["model"]
+        _frontier_vs_predicted(ax, ref, vis, f"C{i}", f"C{i}", f"{model}: grid frontier ({len(ref.run.evaluations)})",
+                               f"{model}: VisPCO ({vis.kernel})")  # fmt: skip
+        drawn.append({"model": model, "grid": ref.run.name, "vispco": vis.run.name})
+    ax.set_xlabel("LLM prefill FLOPs (% of unpruned)")
+    ax.set_ylabel("accuracy (%, mean over groups)")
+    ax.set_title(f"Empirical (solid) vs predicted (dashed) frontiers, {pruner}, per model", fontsize=10)
+    path = out / "fig3-models.png"
+    _save(plt, fig, ax, path)
+    return {"report": "fig3-models", "png": str(path), "runs": drawn}
 
 
 def _curves(out: Path, name: str, title: str, curves: list[tuple[str, list[float]]]) -> dict:

@@ -36,6 +36,7 @@ from paretobench.results import (
 )
 
 REPORTS = ("table1", "table2", "table3", "table4", "table5", "gap", "fig2", "fig3", "fig6", "fig7")
+CROSS = ("fig3-models",)  # reports over several results folders only (table3 reads one or several)
 WINDOW = 0.05  # a sampled schedule "meets" budget B when its FLOPs lie in (B - WINDOW, B + slack]
 TABLE1_BUDGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 TABLE2_GROUPS = ("colour", "relation", "word")  # recognition, reasoning, reading (synth8)
@@ -138,10 +139,12 @@ def table1(runs, out: Path, *, budgets=TABLE1_BUDGETS) -> dict:
 
 def table3(folders: list[Path], out: Path, *, pruner: str = "fastv", budget: float = 0.5) -> dict:
     """Cross-model: per results folder (one model each), the pruner's sampled schedules at the
-    budget against VisPCO's pick."""
+    budget against VisPCO's pick, and the IGD+ of VisPCO's frontier to that model's grid."""
+    from paretobench.results import compare
+
     per_model = [(f, stored_runs(f)) for f in folders]
     groups = sorted({g for _, runs in per_model for r in runs for g in r.run.groups})
-    head = ["model", "results", "method", "n", "realised FLOPs"] + groups + ["avg"]
+    head = ["model", "results", "method", "n", "realised FLOPs"] + groups + ["avg", "IGD+ to grid"]
     rows, records = [], []
     for folder, runs in per_model:
         model = runs[0].config["model"]
@@ -149,14 +152,23 @@ def table3(folders: list[Path], out: Path, *, pruner: str = "fastv", budget: flo
             found = sampled_vs_vispco(runs, pruner, key, budget, groups)
             if found is None:
                 continue
-            r, rec = _comparison_rows([model, Path(folder).name], *found, groups)
+            r, rec = _comparison_rows([model, str(folder)], *found, groups)
+            ref, vis = reference(runs, pruner, data_key=key), _default_kernel_run(_vispco(runs, pruner, key))
+            igd = compare(vis.run, ref.run, bootstrap=0)["igd_plus"] if ref and vis and found[1] else None
+            for row, record in zip(r, rec):  # the sampled row pools the grid's own schedules: no distance
+                mine = igd if record["method"] == "vispco" else None
+                row.append("n/a" if mine is None else f"{mine:.4f}")
+                record["igd_plus_to_grid"] = mine
+                record["grid"] = ref.run.name if ref else None
             rows += r
             records += [{"model": model, "results": str(folder), **x} for x in rec]
     if not rows:
         raise ValueError(f"table3 needs {pruner} grid or random runs within {WINDOW:.0%} below {budget:.0%} "
                          "in each results folder")  # fmt: skip
+    note = SAMPLED_NOTE + (" IGD+ to grid: the distance of the VisPCO run's frontier (its picks at every budget) "
+                           "to the empirical frontier of that model's grid run (0 is on it; n/a: no grid run).")
     return _write(out, "table3", f"Table 3: models at a {budget:.0%} budget ({pruner}), sampled schedules vs VisPCO",
-                  head, rows, records, SAMPLED_NOTE)  # fmt: skip
+                  head, rows, records, note)  # fmt: skip
 
 
 def table2(runs, out: Path, *, pruner: str = "fastv", groups=TABLE2_GROUPS, bootstrap: int = 200) -> dict:
@@ -292,18 +304,21 @@ def gap(runs, out: Path) -> dict:
 # ----------------------------------------------------------------------------- figures
 def build(name: str, folders, out: str | Path) -> dict:
     """Report ``name`` from the runs in ``folders`` (one results folder, or several for table3)."""
-    if name not in REPORTS:
+    if name not in REPORTS + CROSS:
         import difflib
 
-        close = difflib.get_close_matches(name, REPORTS, n=1)
+        close = difflib.get_close_matches(name, REPORTS + CROSS, n=1)
         raise ValueError(f"unknown report {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                         + f" (known: {', '.join(REPORTS)})")  # fmt: skip
+                         + f" (known: {', '.join(REPORTS + CROSS)})")  # fmt: skip
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    from paretobench import figures
+
     if name == "table3":
         return table3(folders, Path(out))
+    if name == "fig3-models":
+        return figures.fig3_models(folders, Path(out))
     if len(folders) != 1:
-        raise ValueError(f"{name} reads one results folder (table3 compares several); got {len(folders)}")
-    from paretobench import figures
+        raise ValueError(f"{name} reads one results folder (table3 and fig3-models compare several); got {len(folders)}")
 
     make = getattr(figures, name) if name.startswith("fig") else globals()[name]
     return make(stored_runs(folders[0]), Path(out))

@@ -24,7 +24,7 @@ OUT=${OUT:-results}
 SEARCH=$OUT/search
 STEPS=${STEPS:-"card engine runs reports defaults harness page"}
 # the results folders of every embedded model, for the reports across models
-FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search"}
+FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search"}  # and results/tiny-gemma3/search once it ships
 
 run() { echo "+ $*" >&2; "$@"; }
 search() { run "$PB" run --model "$MODEL" --data "$DATA" --limit 64 --out "$SEARCH" "$@"; }
@@ -89,7 +89,9 @@ for step in $STEPS; do
       run "$PY" benchmarks/vispco_defaults.py --model "$MODEL" --data "$DATA" --out "$OUT/vispco-defaults.json" ;;
     cross)  # across the embedded models' folders: Table 3 and Fig. 3 (middle)
       # shellcheck disable=SC2086
-      run "$PB" report table3 --results $FOLDERS --out results ;;
+      run "$PB" report table3 --results $FOLDERS --out results
+      # shellcheck disable=SC2086
+      run "$PB" report fig3-models --results $FOLDERS --out results ;;
     page)  # docs/results.md, from every results folder
       run "$PY" scripts/results_page.py --results results --out docs/results.md ;;
     harness)  # the search harness's own benchmarks

@@ -59,6 +59,24 @@ def test_table3_is_table1_at_half_budget_per_model(results, tmp_path):
         build("table1", [results, results], tmp_path)
 
 
+def test_table3_gives_vispcos_igd_plus_to_the_models_grid_and_fig3_draws_every_model(results, tmp_path):
+    from paretobench.results import _default_kernel_run, _vispco, compare, reference, stored_runs
+
+    runs = stored_runs(results)
+    ref = reference(runs, "fastv")
+    vis = _default_kernel_run(_vispco(runs, "fastv", ref.config["data_key"]))
+    rows = _rows(build("table3", [results], tmp_path)["csv"])
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["sampled"]["igd_plus_to_grid"] == ""  # the grid's own schedules: no distance
+    assert float(by_method["vispco"]["igd_plus_to_grid"]) == pytest.approx(compare(vis.run, ref.run, bootstrap=0)["igd_plus"])
+    assert by_method["vispco"]["grid"] == ref.run.name
+    made = build("fig3-models", [results, results], tmp_path)
+    assert (tmp_path / "fig3-models.png").stat().st_size > 0
+    assert [d["vispco"] for d in made["runs"]] == [vis.run.name] * 2
+    with pytest.raises(ValueError, match="did you mean 'fig3-models'"):
+        build("fig3-model", [results], tmp_path)
+
+
 def test_kernel_table_gap_and_figures(results, tmp_path):
     t5 = _rows(build("table5", results, tmp_path)["csv"])
     assert sorted(r["kernel"] for r in t5) == ["ledge", "psigmoid"]
