@@ -142,6 +142,8 @@ def page(results: Path) -> str:
     md = results / "table3.md"
     if md.is_file():
         lines += ["## Across architectures", "", f"`{md}`", "", *_table_body(md), ""]
+        if (results / "fig3-models.png").is_file():
+            lines += [f"- `{results / 'fig3-models.png'}`: every model's empirical frontier against VisPCO's predicted one", ""]
     harness = harness_section(results)
     if harness:
         lines += ["## The search harness", "", *harness]
