@@ -77,11 +77,13 @@ def main(argv=None) -> int:
             met = [v["accuracy"] for v in picks.values() if v is not None]
             rows.append({"config": name, "params": CONFIGS[name], "picks": picks,
                          "mean_accuracy": sum(met) / len(met) if len(met) == len(picks) else None,
-                         "training_seconds": training.get("seconds")})  # fmt: skip
+                         "training_seconds": training.get("seconds"),
+                         "kept_step": training.get("kept_step")})  # 0: the untrained predictor's picks won  # fmt: skip
             cells = ["-" if v is None else f"{v['accuracy']:.4f} @ {v['flops']:.3f}" for v in picks.values()]
             mean, seconds = rows[-1]["mean_accuracy"], rows[-1]["training_seconds"] or 0
             print(f"{name:<28} " + "  ".join(f"{b}: {c}" for b, c in zip(picks, cells))
-                  + f"  mean {float('nan') if mean is None else mean:.4f}  trained {seconds:.0f} s", flush=True)
+                  + f"  mean {float('nan') if mean is None else mean:.4f}  trained {seconds:.0f} s"
+                  + f", kept step {rows[-1]['kept_step']}", flush=True)  # fmt: skip
     record = {"model": args.model, "pruner": args.pruner, "train_split": train, "trained_on": args.train,
               "scored_on": "the rest of the train split", "budgets": args.budgets, "rows": rows,
               "command": "python benchmarks/vispco_defaults.py "

@@ -82,13 +82,13 @@ def defaults_section(d: dict, source: str) -> list[str]:
     out = [f"VisPCO's configurations on held-out training questions (`{source}`; trained on the first "
            f"{d['trained_on']} questions of `{d['train_split']}`, scored on {d['scored_on']}): the default is "
            "chosen here, never on the test split.", "",
-           "| configuration | " + " | ".join(f"{float(b):.0%}" for b in d["budgets"]) + " | mean | training (s) |",
-           "|---" * (len(d["budgets"]) + 3) + "|"]  # fmt: skip
+           "| configuration | " + " | ".join(f"{float(b):.0%}" for b in d["budgets"]) + " | mean | training (s) | kept step |",
+           "|---" * (len(d["budgets"]) + 4) + "|"]  # fmt: skip
     for r in d["rows"]:
         cells = ["-" if r["picks"].get(f"{float(b):g}") is None else _pct(r["picks"][f"{float(b):g}"]["accuracy"])
                  for b in d["budgets"]]  # fmt: skip
         out.append(f"| {r['config']} | " + " | ".join(cells) + f" | {_pct(r['mean_accuracy'])} | "
-                   f"{r['training_seconds'] or 0:.0f} |")  # fmt: skip
+                   f"{r['training_seconds'] or 0:.0f} | {'last' if r.get('kept_step') is None else r['kept_step']} |")  # fmt: skip
     return out + [""]
 
 
