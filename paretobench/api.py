@@ -90,9 +90,9 @@ def frontier(folder, *, vs=None, bootstrap: int = 200) -> dict:
 
 
 def report(name: str, results, *, out="results") -> dict:
-    """The paper's tables and figures (``table1`` ... ``table5``, ``gap``, ``fig3``, ``fig6``,
-    ``fig7``, or ``all``) from the runs stored in ``results`` (one folder; several for table3),
-    written to ``out``; returns what was written."""
+    """The paper's tables and figures (``table1`` ... ``table5``, ``gap``, ``fig2``, ``fig3``,
+    ``fig6``, ``fig7``, or ``all``) from the runs stored in ``results`` (one folder; one per model
+    for ``table3`` and ``fig3-models``), written to ``out``; returns what was written."""
     from paretobench.tables import REPORTS, build
 
     folders = [results] if isinstance(results, (str, Path)) else list(results)
