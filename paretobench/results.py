@@ -197,6 +197,15 @@ def _evaluation_of(stored: StoredRun, proposal: dict):
     return next((e for e in stored.run.evaluations if [round(k, 9) for k in e.schedule] == keep), None)
 
 
+def search_time(r: StoredRun) -> float:
+    """What a run's search costs, whichever command computed it: the compute seconds the store
+    recorded for each of its evaluations, plus the training of a VisPCO predictor. Unlike
+    ``wall_time``, a rerun that finds everything in the store does not make it zero."""
+    report = r.summary.get("searcher_report") or {}
+    training = (report.get("training") or {}).get("seconds") or 0.0
+    return sum(e.seconds for e in r.run.evaluations) + training
+
+
 def wall_time(summary: dict) -> float:
     """A run's search time: its command's wall time, plus the training of a VisPCO predictor
     that the command loaded from an earlier, interrupted one instead of training it."""

@@ -37,6 +37,14 @@ def test_table2_lists_every_run_against_the_grid_frontier(results, tmp_path):
     assert float(rows["grid"]["igd_plus"]) == 0.0 and float(rows["grid"]["hv_ratio"]) == pytest.approx(1.0)
     for name, r in rows.items():
         assert float(r["igd_plus"]) >= 0 and float(r["seconds"]) > 0
+        assert float(r["search_seconds"]) > 0
+    # the search time is the stored evaluations' compute seconds (plus VisPCO's training), not the
+    # wall time of whichever command last wrote the folder
+    from paretobench.results import search_time, stored_runs
+
+    grid = next(r for r in stored_runs(results) if r.searcher == "grid")
+    assert float(rows["grid"]["search_seconds"]) == pytest.approx(sum(e.seconds for e in grid.run.evaluations))
+    assert search_time(grid) == pytest.approx(float(rows["grid"]["search_seconds"]))
     assert "grid-fastv" in (tmp_path / "table2.md").read_text()
 
 
