@@ -12,7 +12,7 @@ Methods are interleaved question by question over several rounds; mean +- sd ove
 Accuracy is each method's on ``--limit`` questions per family. FastV's schedule is its default
 layer sized to the budget; VisPCO's is the pick a stored ``vispco`` run made for the budget.
 
-    python benchmarks/hardware.py --vispco results/search/vispco-fastv-e2a18b8c [--budget 0.5] [--json] [--out FILE]
+    python benchmarks/hardware.py --vispco results/search/vispco-fastv-bef1afe8 [--budget 0.5] [--json] [--out FILE]
 
 ``paretobench report table4`` turns the JSON files (``results/hardware-*.json``) into the table.
 """

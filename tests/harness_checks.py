@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / "results" / "search" / "vispco-fastv-e2a18b8c"  # a finished VisPCO run: its pick for budget 0.5
+
+
+def default_vispco_run(results: Path = ROOT / "results" / "search") -> Path:
+    """The committed VisPCO-FastV run of the searcher's defaults (no setting beyond its training
+    split): a finished run with a pick for budget 0.5, whatever name the regeneration gave it."""
+    for folder in sorted(results.glob("vispco-fastv-*")):
+        if (folder / "summary.json").is_file() and set(json.loads((folder / "config.json").read_text())["params"]) == {"train"}:
+            return folder
+    raise FileNotFoundError(f"{results}: no VisPCO-FastV run with default settings")
+
+
+RUN = default_vispco_run()
 
 
 def harness(module: str):

@@ -3,7 +3,6 @@ needs torchvision, which has no CPU build; what runs without it is tested here).
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from paretobench.registry import PRUNERS
 from paretobench.schedule import PruningSchedule
 from paretobench.harnesses.vlmeval import PrunedModel, read_export
 
-RUN = Path(__file__).parent.parent / "results" / "search" / "vispco-fastv-e2a18b8c"
+from harness_checks import RUN  # the committed default VisPCO-FastV run
 
 
 def test_export_of_a_runs_pick(tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 from paretobench.cli._output import add_json, emit
 
 EXAMPLES = """examples:
-  paretobench export-vlmeval --run runs/vispco-fastv-e2a18b8c --budget 0.5 --out fastv-vispco-50.json
+  paretobench export-vlmeval --run runs/vispco-fastv-bef1afe8 --budget 0.5 --out fastv-vispco-50.json
   paretobench export-vlmeval --model /models/llava --pruner fastv --preset fastv-default --out fastv.json
 
 then, on a machine with VLMEvalKit (a clone, installed with its torchvision):
