@@ -22,6 +22,8 @@ def test_export_of_a_runs_pick(tmp_path, capsys):
     export = read_export(out)
     pick = json.loads((RUN / "summary.json").read_text())["picks"]["0.5"]["schedule"]
     assert export["model"] == "tiny-llava" and export["pruner"] == "fastv"
+    # the run's pruner settings, not its searcher's (the default VisPCO run has --param train=...)
+    assert export["params"] == json.loads((RUN / "config.json").read_text())["pruner_params"]
     assert [float(k) for k in export["schedule"].split(",")] == pytest.approx(pick, abs=1e-6)
     assert PruningSchedule.parse(export["schedule"], 8).counts(144) == PruningSchedule(tuple(pick)).counts(144)
     assert json.loads(capsys.readouterr().out)["out"] == str(out)

@@ -62,7 +62,7 @@ def run(args) -> int:
         if args.budget is None or args.schedule or args.preset:
             raise ValueError("--run takes --budget (and no --schedule or --preset)")
         config, keep = run_pick(Path(args.run_dir), args.budget)
-        model, pruner, params = args.model or config["model"], args.pruner or config["pruner"], config["params"]
+        model, pruner, params = args.model or config["model"], args.pruner or config["pruner"], config.get("pruner_params", {})
     else:
         if args.budget is not None:
             raise ValueError("--budget needs --run (the pick of a run for that budget)")
