@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_vispco_run(results: Path = ROOT / "results" / "search") -> Path:
-    """The committed VisPCO-FastV run of the searcher's defaults (no setting beyond its training
-    split): a finished run with a pick for budget 0.5, whatever name the regeneration gave it."""
-    for folder in sorted(results.glob("vispco-fastv-*")):
-        if (folder / "summary.json").is_file() and set(json.loads((folder / "config.json").read_text())["params"]) == {"train"}:
-            return folder
-    raise FileNotFoundError(f"{results}: no VisPCO-FastV run with default settings")
+    """The committed VisPCO-FastV run the tables call VisPCO's default (``_default_kernel_run``):
+    a finished run with a pick for budget 0.5, whatever name the regeneration gave it."""
+    from paretobench.results import _default_kernel_run, stored_runs
+
+    found = _default_kernel_run([r for r in stored_runs(results) if r.searcher == "vispco" and r.pruner == "fastv"])
+    if found is None:
+        raise FileNotFoundError(f"{results}: no VisPCO-FastV run")
+    return Path(found.run.folder)
 
 
 RUN = default_vispco_run()

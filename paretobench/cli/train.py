@@ -28,7 +28,7 @@ def add_parser(sub, name):
         flag = "--" + f.name.replace("_", "-")
         if f.default is dataclasses.MISSING:  # required, unless --resume reads it from the checkpoint
             p.add_argument(flag, type=str, default=None)
-        elif isinstance(f.default, bool) or f.name == "bf16":  # bf16: absent = None (the hardware decides)
+        elif isinstance(f.default, bool) or str(f.type).startswith("bool"):  # bool | None: absent = None
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=f"(default: {f.default})")
