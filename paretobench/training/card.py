@@ -233,7 +233,7 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
         d = r.get("decoder_from")
         if d:  # started from another model's trained language model (its time is not counted here)
             last = d["history"][-1] if d["history"] else {}
-            lines += ["", f"Stage 2 started from the language model of `{r['config']['decoder_from']}` "
+            lines += ["", f"Stage 2 started from the language model of `{Path(r['config']['decoder_from']).name}` "
                           f"({d['config']['arch']}, {last.get('step', 0)} stage-2 steps, held-out mean "
                           f"{_pct(last.get('mean', 0))}% on its own images): every decoder weight, and the "
                           f"embeddings of the {d['tokens_shared']} of {d['tokens']} tokens it shares with this "
