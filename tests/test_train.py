@@ -221,6 +221,10 @@ def test_a_run_resumed_from_any_checkpoint_ends_where_the_uninterrupted_run_ends
     want = load_model(str(out)).model.state_dict()
     for stage, step, blob in [kept[1], kept[2], kept[4]]:  # mid stage 1, between the stages, mid stage 2
         (tmp_path / "ckpt" / "state.pt").write_bytes(blob)
+        if stage == 2:  # as if ten minutes of stage 2 had run before the checkpoint
+            state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
+            state["language_seconds"] += 600
+            torch.save(state, tmp_path / "ckpt" / "state.pt")
         cfg_out = tmp_path / f"resumed-{stage}-{step}"
         config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
         (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "out": str(cfg_out)}))
@@ -228,6 +232,8 @@ def test_a_run_resumed_from_any_checkpoint_ends_where_the_uninterrupted_run_ends
         assert got["resumed"] and [h["step"] for h in got["history"]] == [2, 4]
         assert [h["mean"] for h in got["history"]] == [h["mean"] for h in record["history"]]
         assert got["vision_label_accuracy"] == record["vision_label_accuracy"]
+        # the record's stage-2 time counts the time before the checkpoint, as its history does
+        assert got["minutes"]["language"] >= got["history"][-1]["minutes"] >= (10 if stage == 2 else 0)
         sd = load_model(str(cfg_out)).model.state_dict()
         assert all(torch.equal(want[k], sd[k]) for k in want), (stage, step)
 

@@ -131,6 +131,8 @@ def train_embedded(cfg: TrainingConfig, *, log=print, resume: bool = False) -> d
         saved = None
     out = Path(cfg.out)
     t2 = time.time()
+    # stage 2's time before the checkpoint a resumed run starts from (its history counts it too)
+    language_before = saved.get("language_seconds", 0.0) if saved is not None and saved["stage"] == 2 else 0.0
 
     def save(history, t_end=None):
         """Weights, processor and the run's record; also called at each validation (a checkpoint)."""
@@ -148,7 +150,7 @@ def train_embedded(cfg: TrainingConfig, *, log=print, resume: bool = False) -> d
             "minutes": {
                 "data": round((t1 - t_start) / 60, 2) if not resume else None,
                 "vision": round((t2 - t1) / 60, 2),
-                "language": round((t_end - t2) / 60, 2),
+                "language": round((t_end - t2 + language_before) / 60, 2),
             },
             "train_data_sha256": train_sha,
             "vision_patch_accuracy": vision["object_patches"],
