@@ -87,11 +87,13 @@ for step in $STEPS; do
       run "$PB" report all --results "$SEARCH" --out "$OUT" ;;
     defaults)  # VisPCO's configurations on held-out training questions (which default to keep)
       run "$PY" benchmarks/vispco_defaults.py --model "$MODEL" --data "$DATA" --out "$OUT/vispco-defaults.json" ;;
-    cross)  # across the embedded models' folders: Table 3 and Fig. 3 (middle)
+    cross)  # across the embedded models' folders that exist: Table 3 and Fig. 3 (middle)
+      present=""
+      for f in $FOLDERS; do if [ -d "$f" ]; then present="$present $f"; else echo "(no $f yet)" >&2; fi; done
       # shellcheck disable=SC2086
-      run "$PB" report table3 --results $FOLDERS --out results
+      run "$PB" report table3 --results $present --out results
       # shellcheck disable=SC2086
-      run "$PB" report fig3-models --results $FOLDERS --out results ;;
+      run "$PB" report fig3-models --results $present --out results ;;
     page)  # docs/results.md, from every results folder
       run "$PY" scripts/results_page.py --results results --out docs/results.md ;;
     harness)  # the search harness's own benchmarks

@@ -238,8 +238,9 @@ def _training_section(training: dict, cats: list[str]) -> list[str]:
                           f"{_pct(last.get('mean', 0))}% on its own images): every decoder weight, and the "
                           f"embeddings of the {d['tokens_shared']} of {d['tokens']} tokens it shares with this "
                           f"vocabulary."]  # fmt: skip
-    total = sum(r["minutes"]["vision"] + r["minutes"]["data"] + (r["minutes"]["language"] if r in segments else 0)
-                for r in chain)  # fmt: skip
+    # a resumed run records no data time (None: its reading of the training file is not the first run's)
+    total = sum(r["minutes"]["vision"] + (r["minutes"]["data"] or 0)
+                + (r["minutes"]["language"] if r in segments else 0) for r in chain)  # fmt: skip
     lines += ["", f"Wall time: {total:.1f} min on {training['threads']} CPU threads, over {len(chain)} run(s)."]
     shas = {r.get("train_data_sha256") for r in chain}
     if len(shas) > 1:
@@ -314,7 +315,8 @@ def render_card(model_dir: Path, probes: dict, training: dict | None) -> str:
     kind = {"llava": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration"}.get(
         cfg["model_type"], "Qwen2_5_VLForConditionalGeneration")  # fmt: skip
     data = "synth8" if cfg["model_type"] in FIXED_SIZE else "synth8-native"
-    borrowed = next((r["config"]["decoder_from"] for r in _chain(training or {}) if r.get("decoder_from")), None)
+    borrowed = next((Path(r["config"]["decoder_from"]).name for r in _chain(training or {}) if r.get("decoder_from")),
+                    None)  # fmt: skip
     origin = ("from random initialisation" if not borrowed else
               f"from random initialisation, except its decoder, which started from the trained one of `{borrowed}`,")
     lines = [
