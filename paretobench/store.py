@@ -205,6 +205,18 @@ class Store:
         with self._tx():
             self.db.execute("UPDATE runs SET finished = ? WHERE run = ?", (time.time(), run))
 
+    def forget_runs(self, runs: list[str]) -> None:
+        """Remove runs' records and their item lists, all or none; their evaluations stay (they
+        are found by key, so a rerun reuses them)."""
+        known = {r["run"] for r in self.db.execute("SELECT run FROM runs")}
+        missing = [r for r in runs if r not in known]
+        if missing:
+            raise StoreError(f"no run {', '.join(missing)} in {self.folder}")
+        with self._tx():
+            for run in runs:
+                self.db.execute("DELETE FROM run_items WHERE run = ?", (run,))
+                self.db.execute("DELETE FROM runs WHERE run = ?", (run,))
+
     def run_keys(self, run: str) -> list[str]:
         return [r["key"] for r in self.db.execute("SELECT key FROM run_items WHERE run = ? ORDER BY seq", (run,))]
 

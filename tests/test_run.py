@@ -238,6 +238,16 @@ def test_frontier_and_runs_commands(cfg, tmp_path, capsys):
     assert table_text.count(a.name) == 2 and b.name in table_text and "| igd" not in table_text.split("\n")[0]
     assert main(["frontier", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    # forgetting a run: an unknown name changes nothing; a known one loses its record and folder,
+    # its evaluations stay and a rerun computes none of them again
+    assert main(["runs", str(tmp_path), "--forget", b.name, "nope-123"]) == 2
+    assert "no run nope-123" in capsys.readouterr().err and b.folder.is_dir()
+    assert main(["runs", str(tmp_path), "--forget", b.name, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in after["runs"]] == [a.name] and not b.folder.exists()
+    assert after["evaluations"] == listed["evaluations"]
+    again = run(cfg(tmp_path, searcher="random", n=4), progress=False)
+    assert again.name == b.name and again.computed == 0
 
 
 def test_run_prints_its_distance_to_the_grid_run_of_its_folder(cfg, tmp_path, capsys, tiny_model_dir, synth_dir):

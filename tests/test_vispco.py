@@ -312,6 +312,27 @@ def test_training_keeps_the_checkpoint_whose_validation_score_is_lowest(session,
     assert all(torch.equal(last.predictor.state_dict()[k], seen[4][k]) for k in kept)  # same seed: same last step
 
 
+def test_the_starting_multiplier_is_a_setting_and_only_it_differs(session, train_samples):
+    """``w_init`` sets w(1) in every bin; "kkt" computes it from one batch's gradients. Both draw
+    the same batches, so a number equal to what "kkt" computed trains the same predictor."""
+    from searchers.vispco.config import TrainConfig
+    from searchers.vispco.train import train
+
+    base = dict(kernel="ledge", steps=3, batch_size=4, inner=2, select="last")
+    assert TrainConfig().w_init == 0.0
+    kkt = train(session, train_samples, TrainConfig(**base, w_init="kkt"), progress=False)
+    w1 = kkt.log[0]["w"]  # before the first outer update (inner = 2)
+    same = train(session, train_samples, TrainConfig(**base, w_init=w1), progress=False)
+    assert same.log[0]["w"] == w1
+    assert all(torch.equal(v, same.predictor.state_dict()[k]) for k, v in kkt.predictor.state_dict().items())
+    high = train(session, train_samples, TrainConfig(**base, w_init=w1 + 1000.0), progress=False)
+    assert high.log[0]["w"] == w1 + 1000.0
+    assert not all(torch.equal(v, high.predictor.state_dict()[k]) for k, v in kkt.predictor.state_dict().items())
+    for bad in ("paper", -1.0, True):
+        with pytest.raises(ValueError, match="w_init must be 'kkt' or a number >= 0"):
+            TrainConfig(w_init=bad)
+
+
 def test_validation_scores_the_filled_picks_against_the_unpruned_model(session, train_samples):
     from searchers.vispco.kernels import kernel
     from searchers.vispco.predictor import RatioPredictor

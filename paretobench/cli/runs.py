@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from paretobench.cli._output import add_json, emit
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="list the runs of a results folder")
     p.add_argument("out", nargs="?", default="runs", help="results folder (default runs/)")
+    p.add_argument("--forget", nargs="+", metavar="RUN", default=[],
+                   help="remove these runs (their records and folders) before listing; their evaluations "
+                        "stay in the store, so a rerun finds them")  # fmt: skip
     add_json(p)
     p.set_defaults(run=run)
 
@@ -17,6 +23,10 @@ def run(args) -> int:
 
     store = Store(args.out, model=None)
     try:
+        if args.forget:
+            store.forget_runs(args.forget)
+            for name in args.forget:
+                shutil.rmtree(Path(args.out) / name, ignore_errors=True)
         meta, runs, total = store.meta(), store.runs(), store.count()
     finally:
         store.close()

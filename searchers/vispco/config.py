@@ -29,6 +29,12 @@ class TrainConfig:
     budget_lo: float | None = None  # None: each question's own text-only floor + 0.02
     budget_hi: float = 0.95
     bins: int = 4  # budget bins, one multiplier each
+    # the multipliers' starting value w(1), an input of Algorithm 1: 0, no price on FLOPs until a
+    # budget is exceeded (the official code's w = 1 is the same in its units: its KL is scaled
+    # by 1000 and its FLOPs are TFLOPs); "kkt": the value that balances the two gradients on one
+    # batch (``initial_multiplier``), which the straight-through KL gradient's scale can make
+    # thousands, more than lambda undoes in a run (docs/notes/vispco-training.md)
+    w_init: float | str = 0.0
     constraint: str = "inequality"  # F <= B (paper) or F = B (see objective.py)
     multisteps: int = 3  # M of the multi-step kernel
     hidden: int = 64
@@ -54,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"vispco: {name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.budget_hi <= 1:
             raise ValueError(f"vispco: budget_hi must be in (0, 1], got {self.budget_hi}")
+        if self.w_init != "kkt" and (isinstance(self.w_init, (bool, str)) or not float(self.w_init) >= 0):
+            raise ValueError(f"vispco: w_init must be 'kkt' or a number >= 0, got {self.w_init!r}")
         if self.select not in ("best", "last"):
             raise ValueError(f"vispco: select must be 'best' or 'last', got {self.select!r}")
         if int(self.val_every) < 1:
