@@ -26,6 +26,7 @@ CONFIGS = {
     "ours, multistep kernel": {"kernel": "multistep"},
     "ours, psigmoid kernel": {"kernel": "psigmoid"},
     "ours, KL original||pruned": {"kl": "original-pruned"},
+    "ours, w(1) by KKT balance": {"w_init": "kkt"},
     "paper": {"preset": "paper"},
 }
 TRAIN_SPLITS = {"synth8": "synth8-train", "synth8-native": "synth8-native-train"}
