@@ -229,7 +229,14 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
                   for b, e in outcome.picks.items()},
         "searcher_report": searcher.report(outcome.evaluations),
     }  # fmt: skip
-    _write_json(folder / "summary.json", summary)
+    previous = folder / "summary.json"
+    if outcome.computed == 0 and previous.is_file():
+        # a rerun that computed nothing keeps the account of the run that did the work, so a
+        # results folder rebuilt from its store differs from the committed one only where the
+        # results do (the rerun's own counts are in ``outcome``)
+        before = json.loads(previous.read_text())
+        summary.update({k: before[k] for k in ("computed", "reused", "seconds") if k in before})
+    _write_json(previous, summary)
 
 
 def _write(path: Path, write) -> None:

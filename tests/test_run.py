@@ -53,6 +53,8 @@ def test_run_writes_its_folder_and_a_rerun_recomputes_nothing(cfg, tmp_path):
     again = run(cfg(tmp_path), progress=False)
     assert again.computed == 0 and again.reused == 6 and again.name == first.name
     assert table(again).equals(t)
+    # the folder keeps the account of the run that computed it: a rebuild changes no byte of it
+    assert json.loads((first.folder / "summary.json").read_text()) == summary
 
 
 def test_evaluations_are_shared_across_runs_by_content_key(cfg, tmp_path):

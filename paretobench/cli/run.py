@@ -105,7 +105,8 @@ def run(args) -> int:
         gaps = ", ".join(f"gap@{b} {'n/a' if g is None else f'{100 * g:+.1f} points'}" for b, g in distance["gap"].items())
         lines.append(f"  vs {distance['ref']}: IGD+ {distance['igd_plus']:.4f}, HV ratio {distance['hv_ratio']:.3f}, {gaps}")
     lines.append(f"  written to {outcome.folder}/")
-    emit({**summary, "folder": str(outcome.folder), "vs": distance}, args.json, "\n".join(lines))
+    this_run = {"computed": outcome.computed, "reused": outcome.reused, "seconds": outcome.seconds}
+    emit({**summary, **this_run, "folder": str(outcome.folder), "vs": distance}, args.json, "\n".join(lines))
     return 0
 
 
