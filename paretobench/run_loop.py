@@ -229,14 +229,14 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
                   for b, e in outcome.picks.items()},
         "searcher_report": searcher.report(outcome.evaluations),
     }  # fmt: skip
-    previous = folder / "summary.json"
-    if outcome.computed == 0 and previous.is_file():
+    path = folder / "summary.json"
+    if outcome.computed == 0 and path.is_file():
         # a rerun that computed nothing keeps the account of the run that did the work, so a
         # results folder rebuilt from its store differs from the committed one only where the
         # results do (the rerun's own counts are in ``outcome``)
-        before = json.loads(previous.read_text())
+        before = json.loads(path.read_text())
         summary.update({k: before[k] for k in ("computed", "reused", "seconds") if k in before})
-    _write_json(previous, summary)
+    _write_json(path, summary)
 
 
 def _write(path: Path, write) -> None:
