@@ -175,14 +175,17 @@ def test_the_papers_configuration_is_one_setting_and_explicit_settings_still_win
     from searchers.base import SearchSpace
     from searchers.vispco import VisPCO
 
-    paper = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper").config
+    searcher = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper")
+    paper = searcher.config
     assert (paper.kernel, paper.lam, paper.alpha, paper.beta, paper.eps, paper.lr, paper.batch_size) == (
         "psigmoid", 100.0, 2.0, 0.5, 0.01, 4e-4, 16)
     assert (paper.temperature, paper.kl, paper.select) == (0.1, "pruned-original", "last")
-    ours = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv")).config
-    assert ours.kernel != paper.kernel and ours.lr != paper.lr
-    mixed = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper", kernel="multistep", lam=5.0).config
-    assert (mixed.kernel, mixed.lam, mixed.lr) == ("multistep", 5.0, 4e-4)
+    assert searcher.fill is False  # the predictor's own curve is the pick, as the official code prunes
+    ours = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"))
+    assert ours.config.kernel != paper.kernel and ours.config.lr != paper.lr and ours.fill is True
+    assert ours.identity() != VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), fill=False).identity()
+    mixed = VisPCO(SearchSpace(SHAPE, 40, 144, pruner="fastv"), preset="paper", kernel="multistep", lam=5.0, fill=True)
+    assert (mixed.config.kernel, mixed.config.lam, mixed.config.lr, mixed.fill) == ("multistep", 5.0, 4e-4, True)
     with pytest.raises(ValueError, match="unknown preset 'papr'"):
         VisPCO(SearchSpace(SHAPE, 40, 144), preset="papr")
 
@@ -350,6 +353,29 @@ def test_validation_scores_the_filled_picks_against_the_unpruned_model(session, 
     assert Validation(session, probe, (0.01, 0.5), space).budgets == [0.5]  # under the floor: left out
     with pytest.raises(ValueError, match="no validation budget"):
         Validation(session, probe, (0.01,), space)
+
+
+def test_validation_without_fill_scores_the_predictors_own_curve(session, train_samples):
+    """With ``fill=False`` (the paper's preset) checkpoints are scored by the schedule the
+    searcher then picks: the mean curve in whole tokens, not its shape scaled to the budget."""
+    from searchers.vispco.kernels import kernel
+    from searchers.vispco.predictor import RatioPredictor
+    from searchers.vispco.propose import Validation, filled_schedule, whole_schedule
+    from searchers.vispco.session import kl_to_teacher
+
+    probe = train_samples[:6]
+    space = _space(session, probe)
+    torch.manual_seed(0)
+    predictor = RatioPredictor(session.shape.hidden, session.shape.layers, kernel("ledge")).eval()
+    own = Validation(session, probe, (0.5,), space, fill=False)
+    with torch.no_grad():
+        curve = predictor(own.pooled, torch.full((len(probe),), 0.5)).mean(0).tolist()
+        raw, filled = whole_schedule(space, curve, 0.5), filled_schedule(space, curve, 0.5)
+        assert raw.keep != filled.keep and space.fraction(raw) <= 0.5 + 1e-9
+        by_hand = float(kl_to_teacher(session.engine.prefill(own.state, raw, session.pruner).logits, own.teacher,
+                                      session.kl).mean())  # fmt: skip
+    assert own(predictor) == pytest.approx(by_hand, rel=1e-6)
+    assert Validation(session, probe, (0.5,), space)(predictor) != pytest.approx(by_hand, rel=1e-3)
 
 
 def test_cached_batches_equal_fresh_ones(session, train_samples):

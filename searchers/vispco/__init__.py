@@ -42,10 +42,11 @@ SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # scaled by the visual tokens (10 for 576), training runs 3 epochs of the training questions as
 # the official code's 3 epochs (180 steps of 16 on synth8-train), and each question draws its
 # budgets over its own feasible range (the official code cycles 0.01-0.95, under the text-only
-# floor of most questions here). Any setting given explicitly still wins.
+# floor of most questions here). Its pick is the predictor's curve itself (fill=False): the
+# official code prunes at the ratios the predictor gives. Any setting given explicitly still wins.
 PRESETS = {
     "paper": dict(kernel="psigmoid", steps=180, lr=4e-4, lam=100.0, alpha=2.0, beta=0.5, eps=0.01, temperature=0.1,
-                  batch_size=16, kl="pruned-original", select="last"),
+                  batch_size=16, kl="pruned-original", select="last", fill=False),
 }  # fmt: skip
 
 
@@ -55,7 +56,7 @@ class VisPCO(Searcher):
     needs_model = True
 
     def __init__(self, space, *, kernel: str | None = None, steps: int | None = None, train: str = "synth8-train",
-                 train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool = True, preset: str = "",
+                 train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool | None = None, preset: str = "",
                  **kw):  # fmt: skip
         from searchers.vispco.config import TrainConfig
 
@@ -67,7 +68,8 @@ class VisPCO(Searcher):
         base = dict(PRESETS.get(preset, {}))
         kernel = kernel if kernel is not None else base.pop("kernel", TrainConfig.kernel)
         steps = steps if steps is not None else base.pop("steps", TrainConfig.steps)
-        base.pop("kernel", None), base.pop("steps", None)
+        fill = fill if fill is not None else base.pop("fill", True)
+        base.pop("kernel", None), base.pop("steps", None), base.pop("fill", None)
         self.preset = preset
         self.config = TrainConfig(kernel=kernel, steps=steps, seed=self.seed, **{**base, **settings})
         if probe < 1:
@@ -128,7 +130,7 @@ class VisPCO(Searcher):
         saved = path.read_bytes() if path.is_file() else None
         runner = runner or LocalRunner(evaluator)
         self.trained, self.proposals, trained_now = runner.call(_learn, self.config, samples, self.probe, self.sweep,
-                                                                self.space, saved, progress)  # fmt: skip
+                                                                self.space, saved, progress, self.fill)  # fmt: skip
         self.loaded = trained_now is None  # the time it took is then not in this command's
         if trained_now is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,10 +174,12 @@ class VisPCO(Searcher):
                 "proposals": rows, "below_floor": self.below_floor}  # fmt: skip
 
 
-def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | None, progress: bool):
+def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | None, progress: bool,
+           fill: bool = True):  # fmt: skip
     """Runs where the model is (``Runner.call``). The predictor: the one saved before (``saved``,
     its file's bytes) if it was trained with ``config``, else one trained on ``samples`` but the
-    last ``probe``, held out (checkpoints are scored, and the proposals read, on those). Returns
+    last ``probe``, held out (checkpoints are scored by the picks ``fill`` chooses, and the
+    proposals read, on those). Returns
     (trained, proposals, the new predictor file's bytes, None when it was loaded), the predictor
     moved to the CPU, so that a driver without the actor's GPU can take it."""
     import io
@@ -190,7 +194,7 @@ def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | 
     trained = T.load(session, io.BytesIO(saved), config) if saved is not None else None
     trained_now = None
     if trained is None:
-        validate = P.Validation(session, held_out, config.val_budgets, space)
+        validate = P.Validation(session, held_out, config.val_budgets, space, fill)
         trained = T.train(session, train_set, config, progress=progress, validate=validate)
         buffer = io.BytesIO()
         T.save(trained, buffer)

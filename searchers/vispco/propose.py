@@ -39,13 +39,27 @@ def filled_schedule(space, curve, budget: float) -> PruningSchedule:
     return space.scaled([float(k) / top for k in curve], budget)
 
 
-class Validation:
-    """Scores a predictor as the searcher will use it: per budget, the filled pick of its mean
-    curve over held-out questions, pruned physically; the mean KL to the unpruned model.
-    The questions are encoded and the teacher run once."""
+def whole_schedule(space, curve, budget: float) -> PruningSchedule:
+    """A mean keep curve in whole visual tokens, scaled down (``SearchSpace.scaled``) only if
+    rounding took it over ``budget`` by the analytic count the evaluator's FLOPs follow."""
+    nv = space.n_visual
+    schedule = PruningSchedule(tuple(keep_count(float(k), nv) / nv for k in curve))
+    return space.scaled(schedule.keep, budget) if space.fraction(schedule) > budget else schedule
 
-    def __init__(self, session: Session, samples, budgets, space):
-        self.session, self.space = session, space
+
+def pick_schedule(space, curve, budget: float, fill: bool = True) -> PruningSchedule:
+    """The schedule the searcher picks for ``budget`` off a mean curve: the filled one, or with
+    ``fill=False`` the curve itself in whole tokens (what the predictor gives, as in the paper)."""
+    return filled_schedule(space, curve, budget) if fill else whole_schedule(space, curve, budget)
+
+
+class Validation:
+    """Scores a predictor as the searcher will use it: per budget, the pick of its mean curve
+    over held-out questions (``pick_schedule``: filled unless ``fill=False``), pruned physically;
+    the mean KL to the unpruned model. The questions are encoded and the teacher run once."""
+
+    def __init__(self, session: Session, samples, budgets, space, fill: bool = True):
+        self.session, self.space, self.fill = session, space, bool(fill)
         self.budgets = [float(b) for b in budgets if b >= space.floor + 1e-9]
         if not self.budgets:
             raise ValueError(f"vispco: no validation budget is above the cheapest cost {space.floor:.3f}")
@@ -58,7 +72,7 @@ class Validation:
         for b in self.budgets:
             budget = torch.full((self.pooled.shape[0],), b, device=s.device)
             curve = predictor(self.pooled, budget).mean(0).tolist()
-            pick = filled_schedule(self.space, curve, b)
+            pick = pick_schedule(self.space, curve, b, self.fill)
             total += float(kl_to_teacher(s.engine.prefill(self.state, pick, s.pruner).logits, self.teacher, s.kl).mean())
         return total / len(self.budgets)
 
@@ -74,7 +88,6 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
     pooled = pooled_inputs(state)
     relax = Relaxation(sigma=trained.sigma, temperature=trained.config.temperature,
                        standardise=trained.config.standardise)
-    nv = space.n_visual
     out = []
     for b in budgets:
         budget = torch.full((len(probe),), float(b), device=session.device)
@@ -84,10 +97,7 @@ def propose(session: Session, trained: Trained, probe, budgets, space) -> list[P
         flops = relaxed_fraction(session.shape, keep.cpu(), n_text, n_visual, mode=session.mode,
                                  score=session.score)  # fmt: skip
         mean = keep.mean(0).tolist()
-        schedule = PruningSchedule(tuple(keep_count(k, nv) / nv for k in mean))
-        if space.fraction(schedule) > b:
-            schedule = space.scaled(schedule.keep, b)
-        filled = filled_schedule(space, mean, b)
+        schedule, filled = whole_schedule(space, mean, b), filled_schedule(space, mean, b)
         hard = session.engine.prefill(state, schedule, session.pruner)
         out.append(Proposal(
             budget=float(b), schedule=schedule, filled=filled, mean_keep=mean, relaxed_flops=float(flops.mean()),
