@@ -146,6 +146,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                 have = store.get_many(keys)
                 todo = list({k: s for k, s in zip(keys, schedules) if k not in have}.values())
                 reused += sum(1 for k in dict.fromkeys(keys) if k in have and k not in seen)
+                bar.update(len(keys) - len(todo))  # found in the store: counted before the rest is computed
                 if todo:
                     chunks = [(i, todo[i : i + cfg.chunk]) for i in range(0, len(todo), cfg.chunk)]
                     for _, evaluations in runner.run(chunks):
@@ -156,7 +157,6 @@ def run(cfg: RunConfig, *, progress: bool = True) -> RunOutcome:
                         computed += len(evaluations)
                         bar.update(len(evaluations))
                 seen.update(keys)
-                bar.update(len(keys) - len(todo))
                 searcher.tell(schedules, [have[k] for k in keys])
         store.finish_run(name)
         order = list(dict.fromkeys(store.run_keys(name)))  # distinct, in the order first asked
@@ -236,6 +236,8 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
         # results do (the rerun's own counts are in ``outcome``)
         before = json.loads(path.read_text())
         summary.update({k: before[k] for k in ("computed", "reused", "seconds") if k in before})
+        report, kept = summary["searcher_report"], before.get("searcher_report") or {}
+        report.update({k: kept[k] for k in searcher.account if k in kept and k in report})
     _write_json(path, summary)
 
 

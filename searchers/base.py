@@ -95,6 +95,9 @@ class Searcher:
     version: int = 1
     # a searcher that learns from the model itself (VisPCO) gets it through ``prepare``
     needs_model: bool = False
+    # the keys of ``report`` that tell what the command did rather than what the run found (VisPCO:
+    # whether it loaded its predictor); a rerun that computes nothing keeps the first run's
+    account: tuple[str, ...] = ()
 
     def __init__(self, space: SearchSpace, *, n: int = 40, budgets: Sequence[float] = DEFAULT_BUDGETS,
                  seed: int = 0):  # fmt: skip

@@ -54,6 +54,7 @@ PRESETS = {
 class VisPCO(Searcher):
     name = "vispco"
     needs_model = True
+    account = ("predictor_loaded",)
 
     def __init__(self, space, *, kernel: str | None = None, steps: int | None = None, train: str = "synth8-train",
                  train_limit: int | None = None, probe: int = 64, sweep=SWEEP, fill: bool | None = None, preset: str = "",
