@@ -10,11 +10,7 @@ export HF_HUB_OFFLINE=1
 PY=${PY:-.venv/bin/python}
 OUT=results/cuda
 mkdir -p "$OUT"
-# each command runs as a child the script waits on, so stopping the script (kill PID, Ctrl-C) stops
-# the command too instead of leaving it running beside a restarted script
-child=""
-trap '[ -z "$child" ] || kill "$child" 2>/dev/null; exit 143' TERM INT
-run() { echo "+ $*" >&2; "$@" & child=$!; wait "$child"; }
+source scripts/run.sh  # run CMD...: prints it, runs it, stops it with the script
 common="--device cuda --dtype bfloat16 --rounds 15 --json"
 # shellcheck disable=SC2086
 run "$PY" benchmarks/latency.py --model tiny-llava --data synth8 --batch-size 32 $common > "$OUT/latency-cuda-tiny-llava.json"

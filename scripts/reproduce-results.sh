@@ -26,11 +26,7 @@ STEPS=${STEPS:-"card engine runs reports defaults harness page"}
 # the results folders of every embedded model, for the reports across models
 FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search"}  # and results/tiny-gemma3/search once it ships
 
-# each command runs as a child the script waits on, so stopping the script (kill PID, Ctrl-C) stops
-# the command too instead of leaving it running beside a restarted script
-child=""
-trap '[ -z "$child" ] || kill "$child" 2>/dev/null; exit 143' TERM INT
-run() { echo "+ $*" >&2; "$@" & child=$!; wait "$child"; }
+source scripts/run.sh  # run CMD...: prints it, runs it, stops it with the script
 search() { run "$PB" run --model "$MODEL" --data "$DATA" --limit 64 --out "$SEARCH" "$@"; }
 vispco() { search --searcher vispco --param train="$DATA-train" "$@"; }
 # the run folder of the given searcher and pruner whose config matches a Python condition on `c`
