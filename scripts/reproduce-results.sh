@@ -10,6 +10,7 @@
 #   bash scripts/reproduce-results.sh            # tiny-llava: everything
 #   STEPS="card runs reports" bash scripts/reproduce-results.sh
 #   MODEL=tiny-qwen2.5-vl DATA=synth8-native OUT=results/tiny-qwen2.5-vl bash scripts/reproduce-results.sh
+#   MODEL=tiny-gemma3 OUT=results/tiny-gemma3 bash scripts/reproduce-results.sh
 #   STEPS=cross bash scripts/reproduce-results.sh   # Table 3 and Fig. 3 across the models' folders
 #   MODEL=/models/my-llava OUT=/tmp/mine bash scripts/reproduce-results.sh
 set -euo pipefail
@@ -24,7 +25,7 @@ OUT=${OUT:-results}
 SEARCH=$OUT/search
 STEPS=${STEPS:-"card engine runs reports defaults harness page"}
 # the results folders of every embedded model, for the reports across models
-FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search"}  # and results/tiny-gemma3/search once it ships
+FOLDERS=${FOLDERS:-"results/search results/tiny-qwen2.5-vl/search results/tiny-gemma3/search"}
 
 source scripts/run.sh  # run CMD...: prints it, runs it, stops it with the script
 search() { run "$PB" run --model "$MODEL" --data "$DATA" --limit 64 --out "$SEARCH" "$@"; }

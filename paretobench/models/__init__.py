@@ -10,3 +10,6 @@ MODELS.register("tiny-llava", "paretobench.models.tiny_llava:embedded_dir",
 MODELS.register("tiny-qwen2.5-vl", "paretobench.models.tiny_qwen:embedded_dir",
                 doc="embedded Qwen2.5-VL (windowed ViT + 2x2 merger, 8-layer Qwen2 decoder, 16-256 visual tokens by "
                     "image size), trained on synth8-native")  # fmt: skip
+MODELS.register("tiny-gemma3", "paretobench.models.tiny_gemma3:embedded_dir",
+                doc="embedded Gemma 3 (SigLIP tower + pooling projector, 8-layer Gemma 3 decoder with sliding-window "
+                    "layers and bidirectional image blocks, 144 visual tokens), trained on synth8")  # fmt: skip
