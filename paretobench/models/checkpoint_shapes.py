@@ -14,15 +14,23 @@ import copy
 
 from paretobench.models.loading import LoadedModel
 
-# decoder fields of published checkpoints' config.json (text_config where nested)
+# decoder fields of published checkpoints' config.json (text_config where nested), each with the
+# text model_type it belongs to: a shape is only put into a model of that family
 SHAPES: dict[str, dict] = {
-    "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                          num_attention_heads=16, num_key_value_heads=2, mrope_section=[16, 24, 24]),  # fmt: skip
-    "qwen2.5-vl-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                          num_attention_heads=28, num_key_value_heads=4, mrope_section=[16, 24, 24]),  # fmt: skip
-    "llava-1.5-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+    "qwen2.5-vl-3b": dict(model_type="qwen2_5_vl_text", hidden_size=2048, intermediate_size=11008,
+                          num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                          mrope_section=[16, 24, 24]),  # fmt: skip
+    "qwen2.5-vl-7b": dict(model_type="qwen2_5_vl_text", hidden_size=3584, intermediate_size=18944,
+                          num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                          mrope_section=[16, 24, 24]),  # fmt: skip
+    "llava-1.5-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=32),  # fmt: skip
-}
+    # head_dim 256 is not hidden/heads; five sliding-window layers (1024 keys) before each full one
+    "gemma3-4b": dict(model_type="gemma3_text", hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
+                      num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                      sliding_window=1024,
+                      layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(34)]),
+}  # fmt: skip
 
 
 def with_decoder_shape(loaded: LoadedModel, shape: str, *, dtype=None, device: str = "cpu",
@@ -33,19 +41,20 @@ def with_decoder_shape(loaded: LoadedModel, shape: str, *, dtype=None, device: s
     if shape not in SHAPES:
         raise ValueError(f"unknown decoder shape {shape!r} (known: {', '.join(SHAPES)})")
     fields = dict(SHAPES[shape])
-    mrope = fields.pop("mrope_section", None)
+    family, mrope = fields.pop("model_type"), fields.pop("mrope_section", None)
     config = copy.deepcopy(loaded.model.config)
     text = config.text_config
+    if text.model_type != family:
+        same = [name for name, f in SHAPES.items() if f["model_type"] == text.model_type]
+        raise ValueError(f"{shape!r} is a {family} decoder and {loaded.name} has a {text.model_type} one "
+                         f"(its family's shapes: {', '.join(same) or 'none'})")  # fmt: skip
+    fields.setdefault("head_dim", fields["hidden_size"] // fields["num_attention_heads"])
+    if getattr(text, "layer_types", None) is not None:  # the checkpoint's pattern, else every layer full
+        fields.setdefault("layer_types", ["full_attention"] * fields["num_hidden_layers"])
     for k, v in fields.items():
         setattr(text, k, v)
-    text.head_dim = text.hidden_size // text.num_attention_heads
-    if hasattr(text, "layer_types") and text.layer_types is not None:
-        text.layer_types = ["full_attention"] * text.num_hidden_layers
-    rope = getattr(text, "rope_parameters", None)
-    if isinstance(rope, dict) and "mrope_section" in rope:
-        if mrope is None:
-            raise ValueError(f"{shape!r} has no M-RoPE sections; give a shape of the same family")
-        text.rope_parameters = {**rope, "mrope_section": mrope}
+    if mrope is not None:
+        text.rope_parameters = {**text.rope_parameters, "mrope_section": mrope}
     if hasattr(config.vision_config, "out_hidden_size"):  # Qwen-VL's merger writes the decoder's width
         config.vision_config.out_hidden_size = text.hidden_size
     torch.manual_seed(seed)
