@@ -245,6 +245,46 @@ def test_vispco_rerun_loads_its_predictor_and_recomputes_nothing(vispco_run):
     assert [e.key for e in again.evaluations] == [e.key for e in first.evaluations]
 
 
+def test_a_rerun_asks_for_the_schedules_read_off_its_predictor_when_it_was_saved(vispco_run, tmp_path):
+    """Another machine's float noise can move a mean curve across a whole-token boundary; a
+    rerun must still ask for what the first run asked. Here the saved predictor's weights are
+    changed far beyond any noise, yet the rerun replays the schedules recorded when it was
+    saved: from vispco-proposals.json, or for runs saved before that file, from summary.json.
+    With neither, they are read off the changed predictor, and the store refuses the rerun."""
+    import dataclasses
+    import shutil
+
+    from paretobench.run_loop import run
+    from paretobench.store import StoreError
+    from searchers.vispco import PREDICTOR_FILE, PROPOSALS_FILE
+
+    cfg, first = vispco_run
+    recorded = json.loads((first.folder / PROPOSALS_FILE).read_text())
+    reported = json.loads((first.folder / "summary.json").read_text())["searcher_report"]["proposals"]
+    assert [(p["schedule"], p["filled"]) for p in recorded] == [(p["schedule"], p["filled"]) for p in reported]
+    for removed in ((), (PROPOSALS_FILE,), (PROPOSALS_FILE, "summary.json")):
+        out = tmp_path / f"copy-{len(removed)}"
+        shutil.copytree(cfg.out, out)
+        folder = out / first.folder.name
+        saved = torch.load(folder / PREDICTOR_FILE, weights_only=True)
+        torch.manual_seed(1)
+        saved["state_dict"] = {k: v + torch.randn_like(v) if v.is_floating_point() else v
+                               for k, v in saved["state_dict"].items()}  # fmt: skip
+        torch.save(saved, folder / PREDICTOR_FILE)
+        for name in removed:
+            (folder / name).unlink()
+        if len(removed) == 2:
+            with pytest.raises(StoreError, match="different schedule"):
+                run(dataclasses.replace(cfg, out=str(out)), progress=False)
+            continue
+        again = run(dataclasses.replace(cfg, out=str(out)), progress=False)
+        assert again.computed == 0 and [e.key for e in again.evaluations] == [e.key for e in first.evaluations]
+        replayed = json.loads((folder / "summary.json").read_text())["searcher_report"]
+        assert [(p["schedule"], p["filled"]) for p in replayed["proposals"]] == [
+            (p["schedule"], p["filled"]) for p in recorded]
+        assert json.loads((folder / PROPOSALS_FILE).read_text()) == recorded
+
+
 def test_wall_time_adds_the_training_a_resumed_run_loaded():
     """A command that loaded the predictor an interrupted one trained, and then computed the
     rest, timed only its own part: the training is added back."""

@@ -8,7 +8,11 @@ Unlike the black-box searchers it needs the model: the run loop calls ``prepare`
 the first ``ask``, which trains the predictor (or loads the one this run saved before,
 ``vispco-predictor.pt`` in the run folder, when its settings match) and reads the schedules
 off it: per budget, the predictor's mean curve in whole tokens (``schedule``) and the same
-shape scaled to fill the budget (``filled``, the pick unless ``fill=False``). Of the predictors
+shape scaled to fill the budget (``filled``, the pick unless ``fill=False``). What was read
+off a predictor is saved with it (``vispco-proposals.json``) and a loaded predictor's
+proposals are those, not read again: rounding a curve to whole tokens can turn on the last
+bit of a float, which another machine's kernels or thread count change, and a resumed run
+must ask for the schedules it asked for before. Of the predictors
 seen during training, the one kept is the one whose picks, pruned physically on the held-out
 questions, stay closest to the unpruned model (``select=best``). The run's
 ``summary.json`` holds the training summary and, per budget, the relaxed cost and KL next to
@@ -35,6 +39,7 @@ from searchers.base import Searcher
 # default is ``multistep``
 DEFAULT_KERNEL = "ledge"
 PREDICTOR_FILE = "vispco-predictor.pt"
+PROPOSALS_FILE = "vispco-proposals.json"
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # ``--param preset=paper``: the paper's configuration for single-layer pruning (Sec. 4.1 and
 # appendix C.1.4: p-sigmoid kernel, lambda 100, alpha 2, beta 0.5, eps 0.01, T 0.1, AdamW 4e-4,
@@ -129,15 +134,19 @@ class VisPCO(Searcher):
                              f"than the {self.probe} held out to read schedules off the predictor")  # fmt: skip
         path = Path(folder) / PREDICTOR_FILE
         saved = path.read_bytes() if path.is_file() else None
+        read_before = _saved_proposals(Path(folder), self.sweep) if saved is not None else None
         runner = runner or LocalRunner(evaluator)
-        self.trained, self.proposals, trained_now = runner.call(_learn, self.config, samples, self.probe, self.sweep,
-                                                                self.space, saved, progress, self.fill)  # fmt: skip
+        self.trained, proposals, trained_now = runner.call(_learn, self.config, samples, self.probe, self.sweep,
+                                                           self.space, saved, progress, self.fill,
+                                                           read_before)  # fmt: skip
         self.loaded = trained_now is None  # the time it took is then not in this command's
+        from searchers.vispco.propose import Proposal
+
+        self.proposals = [Proposal.from_record(p) for p in proposals]
         if trained_now is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_bytes(trained_now)
-            tmp.replace(path)
+            _replace(path, trained_now)
+        if trained_now is not None or not path.with_name(PROPOSALS_FILE).is_file():
+            _replace(path.with_name(PROPOSALS_FILE), (json.dumps([p.record() for p in self.proposals], indent=1) + "\n").encode())
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self):
@@ -176,13 +185,14 @@ class VisPCO(Searcher):
 
 
 def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | None, progress: bool,
-           fill: bool = True):  # fmt: skip
+           fill: bool = True, read_before: list[dict] | None = None):  # fmt: skip
     """Runs where the model is (``Runner.call``). The predictor: the one saved before (``saved``,
     its file's bytes) if it was trained with ``config``, else one trained on ``samples`` but the
     last ``probe``, held out (checkpoints are scored by the picks ``fill`` chooses, and the
-    proposals read, on those). Returns
-    (trained, proposals, the new predictor file's bytes, None when it was loaded), the predictor
-    moved to the CPU, so that a driver without the actor's GPU can take it."""
+    proposals read, on those). The proposals: ``read_before`` (the records read off the saved
+    predictor when it was saved) if that predictor is the one used, else read off it now. Returns
+    (trained, proposal records, the new predictor file's bytes, None when it was loaded), the
+    predictor moved to the CPU, so that a driver without the actor's GPU can take it."""
     import io
 
     from searchers.vispco import propose as P
@@ -200,9 +210,34 @@ def _learn(evaluator, config, samples, probe: int, sweep, space, saved: bytes | 
         buffer = io.BytesIO()
         T.save(trained, buffer)
         trained_now = buffer.getvalue()
-    proposals = P.propose(session, trained, held_out, sweep, space)
+    if trained_now is None and read_before is not None:
+        proposals = read_before
+    else:
+        proposals = [p.record() for p in P.propose(session, trained, held_out, sweep, space)]
     trained.predictor.cpu()
     return trained, proposals, trained_now
+
+
+def _saved_proposals(folder: Path, sweep) -> list[dict] | None:
+    """The proposals read off this run folder's predictor when it was saved: its
+    ``vispco-proposals.json``, or for a run saved before that file existed, the ones its
+    ``summary.json`` reports; None when neither covers ``sweep``."""
+    found = None
+    if (folder / PROPOSALS_FILE).is_file():
+        found = json.loads((folder / PROPOSALS_FILE).read_text())
+    elif (folder / "summary.json").is_file():
+        found = (json.loads((folder / "summary.json").read_text()).get("searcher_report") or {}).get("proposals")
+    if not found or [round(float(p["budget"]), 6) for p in found] != list(sweep):
+        return None
+    return found
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file of this process's own, then rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _plain(obj) -> dict:

@@ -4,7 +4,7 @@ same shape scaled to fill the budget (``propose``), and the score a checkpoint i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -31,6 +31,14 @@ class Proposal:
         d = asdict(self)
         d["schedule"], d["filled"] = list(self.schedule.keep), list(self.filled.keep)
         return d
+
+    @classmethod
+    def from_record(cls, d: dict) -> Proposal:
+        """The proposal ``record`` wrote (extra keys, such as a report's realised accuracy, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        return cls(**{**d, "schedule": PruningSchedule(tuple(d["schedule"])),
+                      "filled": PruningSchedule(tuple(d["filled"]))})  # fmt: skip
 
 
 def filled_schedule(space, curve, budget: float) -> PruningSchedule:
