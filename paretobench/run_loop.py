@@ -212,14 +212,14 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
         "samples": len(evaluator.samples), "pruner_config": evaluator.pruner.config(),
         "space": {"layers": space.layers, "n_text": space.n_text, "n_visual": space.n_visual, "mode": space.mode},
     }  # fmt: skip
-    _write_json(folder / "config.json", config)
+    write_json(folder / "config.json", config)
     table = evaluations_table(outcome, evaluator.groups)
-    _write(folder / "evaluations.csv", lambda f: table.to_csv(f, index=False))
-    _write(folder / "evaluations.parquet", lambda f: table.to_parquet(f, index=False))
+    write_file(folder / "evaluations.csv", lambda f: table.to_csv(f, index=False))
+    write_file(folder / "evaluations.parquet", lambda f: table.to_parquet(f, index=False))
     front = table[table.on_frontier].sort_values(["flops_fraction", "accuracy"])
-    _write(folder / "frontier.csv", lambda f: front.to_csv(f, index=False))
+    write_file(folder / "frontier.csv", lambda f: front.to_csv(f, index=False))
     title = f"{cfg.searcher} / {cfg.pruner} on {cfg.model}"
-    _write(folder / "frontier.png", lambda f: frontier_plot(table, f, title=title))
+    write_file(folder / "frontier.png", lambda f: frontier_plot(table, f, title=title))
     summary = {
         "run": outcome.name, "searcher": cfg.searcher, "pruner": cfg.pruner, "model": cfg.model,
         "data": list(cfg.data), "evaluations": len(table), "frontier_points": int(table.on_frontier.sum()),
@@ -238,10 +238,10 @@ def write_run_folder(outcome: RunOutcome, cfg: RunConfig, evaluator: Evaluator, 
         summary.update({k: before[k] for k in ("computed", "reused", "seconds") if k in before})
         report, kept = summary["searcher_report"], before.get("searcher_report") or {}
         report.update({k: kept[k] for k in searcher.account if k in kept and k in report})
-    _write_json(path, summary)
+    write_json(path, summary)
 
 
-def _write(path: Path, write) -> None:
+def write_file(path: Path, write) -> None:
     """``write(file)`` to a file of this process's own, then renamed onto ``path``: a reader, or
     another process writing the same run folder at once, never sees a half-written file."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
@@ -249,5 +249,5 @@ def _write(path: Path, write) -> None:
     tmp.replace(path)
 
 
-def _write_json(path: Path, obj) -> None:
-    _write(path, lambda f: f.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+def write_json(path: Path, obj) -> None:
+    write_file(path, lambda f: f.write_text(json.dumps(obj, indent=2, default=str) + "\n"))

@@ -26,7 +26,6 @@ The machinery: ``kernels`` (the paper's five keep curves and a free per-layer mo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -143,10 +142,13 @@ class VisPCO(Searcher):
         from searchers.vispco.propose import Proposal
 
         self.proposals = [Proposal.from_record(p) for p in proposals]
+        from paretobench.run_loop import write_file, write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
         if trained_now is not None:
-            _replace(path, trained_now)
+            write_file(path, lambda f: f.write_bytes(trained_now))
         if trained_now is not None or not path.with_name(PROPOSALS_FILE).is_file():
-            _replace(path.with_name(PROPOSALS_FILE), (json.dumps([p.record() for p in self.proposals], indent=1) + "\n").encode())
+            write_json(path.with_name(PROPOSALS_FILE), [p.record() for p in self.proposals])
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self):
@@ -230,14 +232,6 @@ def _saved_proposals(folder: Path, sweep) -> list[dict] | None:
     if not found or [round(float(p["budget"]), 6) for p in found] != list(sweep):
         return None
     return found
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a file of this process's own, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _plain(obj) -> dict:
